@@ -1,0 +1,846 @@
+"""Jacobian-vector products of CPA networks with one forward pass of the tangent, no autodiff.
+
+A network built from affine layers and continuous piecewise-affine (CPA) nonlinearities is
+affine on the region of input space that contains ``x``. Freeze the *codes* that the primal
+pass selects (ReLU signs, leaky slopes, max-pool argmax indices) and the network becomes an
+affine map ``f_q(u) = A u + b``; its Jacobian at ``x`` is ``A``. So ``J(x) v`` is the forward
+pass of ``v`` through the network with every bias dropped (affine -> linear), every
+nonlinearity replaced by its frozen slope, and every max replaced by a gather at the primal
+argmax. Eval-mode batch-norm becomes its per-channel scale.
+
+The model's ``forward`` is traced with ``torch.fx``, so functional calls (``F.relu``,
+``torch.max``, residual ``+``) are seen, not only submodules. Each graph node is mapped to a
+rule that computes the primal value with the model's own operation (so ``y`` equals
+``model(x)`` bit for bit) and returns the tangent operation with the codes frozen in.
+Anything without a rule, or that is not CPA (GELU, softmax, attention, layer norm, train-mode
+batch-norm or dropout, products of two activations), raises :class:`UnsupportedLayerError`
+naming the operation and where it sits.
+
+Kink conventions follow PyTorch's autograd: ReLU'(0) = 0, leaky-ReLU takes the negative slope
+at 0, hard-tanh is flat at its bounds, max-pool takes the index that PyTorch returns.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+import weakref
+from typing import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["jvp", "linearize", "UnsupportedLayerError"]
+
+
+class UnsupportedLayerError(ValueError):
+    """An operation in the model is not CPA, or has no JVP rule; the message says where."""
+
+
+# --------------------------------------------------------------------------------------------
+# Tracing
+# --------------------------------------------------------------------------------------------
+
+_TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    """The fx graph of ``model``, cached while its train/eval flags stay the same."""
+    flags = tuple(m.training for m in model.modules())  # fx bakes `self.training` into the graph
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == flags:
+        return cached[1]
+    tracer = fx.Tracer()
+    tracer.record_stack_traces = True
+    try:
+        graph = tracer.trace(model)
+    except Exception as err:  # data-dependent control flow and the like
+        raise UnsupportedLayerError(
+            f"torch.fx could not trace {type(model).__name__}.forward ({type(err).__name__}: {err}). "
+            "The CPA JVP needs a forward pass without data-dependent Python control flow.") from err
+    gm = fx.GraphModule(model, graph)
+    _TRACES[model] = (flags, gm)
+    return gm
+
+
+def _where(node: fx.Node) -> str:
+    """Where a graph node sits: its module path, and the source line of ``forward`` if known."""
+    if node.op == "call_module":
+        return f"module '{node.target}'"
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = next(reversed(stack.values()), None) if stack else None
+    place = f"'{node.name}'"
+    if owner:
+        place += f" inside module '{owner[0] if isinstance(owner, tuple) else owner}'"
+    lines = (node.stack_trace or "").splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().endswith("in forward") and "torch/fx" not in line:
+            place += f" ({line.strip()})"
+    return place
+
+
+def _unsupported(node: fx.Node, what: str, why: str) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"{what} at {_where(node)} is not supported by the CPA JVP: {why}. "
+        "Supported: affine layers (Linear, Conv, ConvTranspose, pooling, eval BatchNorm, reshapes, "
+        "residual sums) and CPA nonlinearities (ReLU, LeakyReLU, PReLU, Hardtanh/ReLU6, abs, clamp, max)."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Tangent helpers. A tangent holds B*K rows: K tangents per primal sample, sample-major.
+# Codes (masks, indices) have B rows and are broadcast over the K tangents of their sample.
+# --------------------------------------------------------------------------------------------
+
+
+def _per_sample(t: torch.Tensor, code: torch.Tensor, K: int, op: Callable) -> torch.Tensor:
+    """``op(t, code)`` where ``code`` has one row per sample and ``t`` has K rows per sample."""
+    if K == 1 or code.dim() < t.dim() or code.shape[0] == 1:
+        return op(t, code)
+    B = code.shape[0]
+    out = op(t.view(B, K, *t.shape[1:]), code.unsqueeze(1))
+    return out.reshape(B * K, *out.shape[2:])
+
+
+def _mask(t, code, K):
+    return _per_sample(t, code, K, torch.mul)
+
+
+_STATE = threading.local()  # whether the model being linearized mutates tensors in place
+
+
+def _code(x: torch.Tensor) -> torch.Tensor:
+    """Keep a primal tensor as a code; copy it when a later in-place op could overwrite it."""
+    return x.clone() if getattr(_STATE, "mutates", False) else x
+
+
+def _is_inplace(node: fx.Node, gm: fx.GraphModule) -> bool:
+    if node.op == "call_module":
+        return bool(getattr(gm.get_submodule(node.target), "inplace", False))
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return bool(node.kwargs.get("inplace")) or (name.endswith("_") and not name.startswith("_")) or \
+        node.target in (operator.iadd, operator.isub, operator.imul, operator.itruediv)
+
+
+def _gather(t: torch.Tensor, idx: torch.Tensor, dim: int, K: int) -> torch.Tensor:
+    """Gather the tangent at the primal's indices along ``dim`` (>= 1), per sample."""
+    if K == 1:
+        return t.gather(dim, idx)
+    B = idx.shape[0]
+    tk = t.view(B, K, *t.shape[1:])
+    out = tk.gather(dim + 1, idx.unsqueeze(1).expand(B, K, *idx.shape[1:]))
+    return out.reshape(B * K, *idx.shape[1:])
+
+
+def _pool_gather(t: torch.Tensor, idx: torch.Tensor, K: int) -> torch.Tensor:
+    """Max-pool tangent: gather the flattened spatial positions PyTorch's pooling returned."""
+    N, C = idx.shape[:2]
+    out = _gather(t.flatten(2), idx.flatten(2), 2, K)
+    return out.view(out.shape[0], C, *idx.shape[2:])
+
+
+def _batch_preserving(node, out, K):
+    """Check that a structural op kept the batch axis in front, which K tangents rely on."""
+    def check(t_out, ref):
+        if K > 1 and isinstance(t_out, torch.Tensor) and tuple(t_out.shape[1:]) != tuple(ref.shape[1:]):
+            raise _unsupported(node, f"'{getattr(node.target, '__name__', node.target)}'",
+                               "with K tangents per sample the operation must keep the batch axis "
+                               f"first and untouched (primal shape {tuple(ref.shape)})")
+        return t_out
+    return check
+
+
+# --------------------------------------------------------------------------------------------
+# Rules. Each takes (node, args, kwargs, has_t) and returns (primal output, tangent function);
+# the tangent function maps (K, tangent args) -> tangent output, tangent args mirroring args
+# with None where an argument carries no tangent.
+# --------------------------------------------------------------------------------------------
+
+
+def _only(has_t, node, what):
+    """The index of the single tangent-carrying argument; two mean a product of activations."""
+    idx = [i for i, h in enumerate(has_t) if h]
+    if len(idx) != 1:
+        raise _unsupported(node, what, "both operands depend on the input (a product of activations is not CPA)")
+    return idx[0]
+
+
+def _slope_rule(slope_of: Callable[[torch.Tensor], torch.Tensor], op: Callable):
+    """Elementwise CPA unit: the tangent is multiplied by the slope of the active piece."""
+    def rule(node, args, kwargs, has_t):
+        slope = slope_of(args[0])  # from the input, before an in-place op overwrites it
+        out = op(*args, **kwargs)
+        return out, lambda K, ta: _mask(ta[0], slope, K)
+    return rule
+
+
+def _relu_slope(x):
+    return (x > 0).to(x.dtype)
+
+
+# The three common units use autograd's own fused backward kernels with the primal as code:
+# one pass over the tangent and no mask to build (building a float mask cost 5x a ReLU).
+def _relu(call, x, *rest, **kw):
+    y = call(x, *rest, **kw)
+    code = _code(y)  # relu(x) > 0 exactly where x > 0, and y survives an in-place ReLU
+    return y, lambda K, ta: _per_sample(ta[0], code, K, lambda t, c: torch.ops.aten.threshold_backward(t, c, 0))
+
+
+def _leaky_relu(call, x, slope, *rest, **kw):
+    if slope <= 0:  # the sign test below needs the input, which an in-place call destroys
+        return _slope_rule(_leaky_slope(slope), call)(None, (x, *rest), kw, None)
+    y = call(x, *rest, **kw)
+    code = _code(y)  # for a positive slope y has x's sign; y = 0 only at x = 0 (negative slope, as autograd)
+    return y, lambda K, ta: _per_sample(ta[0], code, K,
+                                        lambda t, c: torch.ops.aten.leaky_relu_backward(t, c, slope, True))
+
+
+def _hardtanh(call, x, lo, hi, *rest, **kw):
+    y = call(x, *rest, **kw)
+    code = _code(y)  # lo < y < hi exactly where lo < x < hi
+    return y, lambda K, ta: _per_sample(ta[0], code, K, lambda t, c: torch.ops.aten.hardtanh_backward(t, c, lo, hi))
+
+
+def _leaky_slope(negative_slope):
+    def slope(x):  # built in x's dtype: a float32 scalar 0.01 would differ from autograd's in float64
+        return torch.full_like(x, negative_slope).masked_fill_(x > 0, 1.0)
+    return slope
+
+
+def _hardtanh_slope(lo, hi):
+    def slope(x):
+        return ((x > lo) & (x < hi)).to(x.dtype)
+    return slope
+
+
+def _clamp_slope(lo, hi):
+    def slope(x):  # torch.clamp's derivative includes the bounds, unlike hardtanh's
+        keep = torch.ones_like(x, dtype=torch.bool)
+        if lo is not None:
+            keep &= x >= lo
+        if hi is not None:
+            keep &= x <= hi
+        return keep.to(x.dtype)
+    return slope
+
+
+def _prelu_slope(weight):
+    def slope(x):
+        w = weight.reshape(1, -1, *([1] * (x.dim() - 2))) if weight.numel() > 1 else weight
+        return torch.where(x > 0, torch.ones_like(x), w.to(x.dtype)).to(x.dtype)
+    return slope
+
+
+def _linear_rule(node, args, kwargs, has_t):
+    """An operation linear in its tangent-carrying argument: apply it to the tangent as is."""
+    out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
+    i = _only(has_t, node, f"'{getattr(node.target, '__name__', node.target)}'")
+
+    def tangent(K, ta):
+        targs = list(args)
+        targs[i] = ta[i]
+        t_out = (node.target(*targs, **kwargs) if node.op == "call_function"
+                 else getattr(targs[0], node.target)(*targs[1:], **kwargs))
+        return _batch_preserving(node, out, K)(t_out, out)
+    return out, tangent
+
+
+def _reshape_rule(node, args, kwargs, has_t):
+    """view/reshape/expand: the tangent takes the primal's output shape, with its own batch size."""
+    out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
+    name = node.target if isinstance(node.target, str) else node.target.__name__
+    batch = args[0].shape[0] if args[0].dim() else None
+
+    def tangent(K, ta):
+        t = ta[0]
+        if K == 1:
+            return t.reshape(out.shape) if name != "expand" else t.expand(out.shape)
+        if out.dim() == 0 or out.shape[0] != batch:
+            raise _unsupported(node, f"'{name}'", "with K tangents per sample the reshape must keep the batch axis first")
+        shape = (t.shape[0], *out.shape[1:])
+        return t.reshape(shape) if name != "expand" else t.expand(shape)
+    return out, tangent
+
+
+def _add_rule(sign: float):
+    def rule(node, args, kwargs, has_t):
+        out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
+        alpha = kwargs.get("alpha", 1)
+        shape = out.shape[1:]
+
+        def tangent(K, ta):
+            a, b = (ta[0], ta[1] if len(ta) > 1 else None)
+            if b is not None:
+                b = b * (sign * alpha) if sign * alpha != 1 else b
+            t = a if b is None else b if a is None else a + b
+            if tuple(t.shape[1:]) != tuple(shape):  # the constant operand broadcast the tangent
+                t = torch.broadcast_to(t, (t.shape[0], *shape) if t.dim() == len(shape) + 1 else out.shape)
+            return t
+        return out, tangent
+    return rule
+
+
+def _neg_rule(node, args, kwargs, has_t):
+    out = -args[0]
+    return out, lambda K, ta: -ta[0]
+
+
+def _mul_rule(node, args, kwargs, has_t):
+    out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
+    i = _only(has_t, node, "a product")
+    const = args[1 - i]
+    return out, lambda K, ta: _per_sample(ta[i], const, K, torch.mul) if isinstance(const, torch.Tensor) else ta[i] * const
+
+
+def _div_rule(node, args, kwargs, has_t):
+    if has_t[1]:
+        raise _unsupported(node, "a division", "the denominator depends on the input")
+    out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
+    const = args[1]
+    return out, lambda K, ta: _per_sample(ta[0], const, K, torch.div) if isinstance(const, torch.Tensor) else ta[0] / const
+
+
+def _matmul_rule(node, args, kwargs, has_t):
+    out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
+    i = _only(has_t, node, "a matrix product")
+
+    def tangent(K, ta):
+        targs = list(args)
+        targs[i] = ta[i]
+        t = node.target(*targs) if node.op == "call_function" else getattr(targs[0], node.target)(*targs[1:])
+        return _batch_preserving(node, out, K)(t, out)
+    return out, tangent
+
+
+def _nondiff_rule(node, args, kwargs, has_t):
+    """Comparisons, shapes, argmax, detach: piecewise constant, so their tangent is zero."""
+    out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
+    return out, None
+
+
+def _abs_rule(node, args, kwargs, has_t):
+    sign = torch.sign(args[0])  # abs'(0) = 0, as in autograd
+    out = torch.abs(args[0])
+    return out, lambda K, ta: _mask(ta[0], sign, K)
+
+
+def _max_rule(node, args, kwargs, has_t):
+    """torch.max / torch.min: reductions gather at the argmax, two tensors take the larger."""
+    name = node.target if isinstance(node.target, str) else node.target.__name__
+    is_max = name in ("max", "amax", "maximum")
+    x = args[0]
+    other = args[1] if len(args) > 1 else kwargs.get("other")
+    if isinstance(other, torch.Tensor):  # elementwise maximum/minimum of two tensors
+        out = (torch.maximum if is_max else torch.minimum)(x, other)
+        pick_a = (x > other) if is_max else (x < other)
+        tie = (x == other)
+        w_a = torch.where(tie, 0.5, pick_a.to(x.dtype)).to(x.dtype)  # autograd splits ties evenly
+
+        def tangent(K, ta):
+            a = ta[0] if ta[0] is not None else 0.0
+            b = ta[1] if len(ta) > 1 and ta[1] is not None else 0.0
+            return _mask(a - b, w_a, K) + b if isinstance(b, torch.Tensor) else _mask(a, w_a, K)
+        return out, tangent
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    if dim is None:  # a full reduction over the batch: allowed for one tangent per sample
+        flat = x.flatten()
+        idx = flat.argmax() if is_max else flat.argmin()
+        out = flat[idx]
+
+        def tangent(K, ta):
+            if K > 1:
+                raise _unsupported(node, f"'{name}' over all elements", "it mixes the batch axis")
+            return ta[0].flatten()[idx]
+        return out, tangent
+    dim = dim % x.dim()
+    if dim == 0:
+        raise _unsupported(node, f"'{name}' over the batch axis", "it mixes samples")
+    values, indices = (torch.max if is_max else torch.min)(x, dim, keepdim=True)
+    result = (torch.return_types.max if is_max else torch.return_types.min)(  # the namedtuple torch returns
+        (values if keepdim else values.squeeze(dim), indices if keepdim else indices.squeeze(dim)))
+
+    def tangent(K, ta):
+        t = _gather(ta[0], indices, dim, K)
+        return (t if keepdim else t.squeeze(dim), None)
+    return result, tangent
+
+
+def _cat_rule(node, args, kwargs, has_t):
+    out = node.target(*args, **kwargs)
+    members = args[0]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+
+    def tangent(K, ta):
+        ts = ta[0]
+        ref = next(t for t in ts if t is not None)
+        if K > 1 and dim % out.dim() == 0:
+            raise _unsupported(node, f"'{node.target.__name__}' along the batch axis", "it mixes samples")
+        parts = [t if t is not None else torch.zeros((ref.shape[0], *m.shape[1:]), dtype=ref.dtype, device=ref.device)
+                 for t, m in zip(ts, members)]
+        return node.target(parts, dim)
+    return out, tangent
+
+
+def _getitem_rule(node, args, kwargs, has_t):
+    seq, key = args
+    if isinstance(seq, torch.Tensor):
+        return _linear_rule(node, args, kwargs, has_t)
+    out = seq[key]
+    return out, lambda K, ta: ta[0][key] if ta[0] is not None else None
+
+
+def _getattr_rule(node, args, kwargs, has_t):
+    obj, attr = args
+    out = getattr(obj, attr)
+    if attr in ("values", "indices") and isinstance(obj, tuple):  # torch.max's namedtuple
+        pos = 0 if attr == "values" else 1
+        return out, lambda K, ta: ta[0][pos] if ta[0] is not None else None
+    return out, None  # .shape, .dtype, ...
+
+
+def _split_rule(node, args, kwargs, has_t):
+    """chunk/split/unbind: the same split of the tangent, a tuple of tangents."""
+    out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
+
+    def tangent(K, ta):
+        targs = (ta[0], *args[1:])
+        ts = node.target(*targs, **kwargs) if node.op == "call_function" else getattr(ta[0], node.target)(*args[1:], **kwargs)
+        return tuple(_batch_preserving(node, o, K)(t, o) for t, o in zip(ts, out))
+    return out, tangent
+
+
+def _functional_act(kind):
+    """F.relu / F.leaky_relu / F.hardtanh / F.relu6 / torch.clamp / F.prelu as call_function or call_method."""
+    def rule(node, args, kwargs, has_t):
+        x = args[0]
+        call = node.target if node.op == "call_function" else (lambda x, *a, **k: getattr(x, node.target)(*a, **k))
+        if kind == "relu":
+            return _relu(call, *args, **kwargs)
+        elif kind == "leaky_relu":
+            return _leaky_relu(call, x, args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01),
+                               *args[1:], **kwargs)
+        elif kind == "hardtanh":
+            lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+            hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+            return _hardtanh(call, x, lo, hi, *args[1:], **kwargs)
+        elif kind == "relu6":
+            return _hardtanh(call, x, 0.0, 6.0, *args[1:], **kwargs)
+        elif kind == "clamp":
+            lo = args[1] if len(args) > 1 else kwargs.get("min")
+            hi = args[2] if len(args) > 2 else kwargs.get("max")
+            if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
+                raise _unsupported(node, "clamp with tensor bounds", "use constant bounds")
+            slope = _clamp_slope(lo, hi)(x)
+        elif kind == "prelu":
+            if has_t[1]:
+                raise _unsupported(node, "prelu", "its weight depends on the input")
+            slope = _prelu_slope(args[1])(x)
+        out = call(*args, **kwargs)
+        return out, lambda K, ta: _mask(ta[0], slope, K)
+    return rule
+
+
+def _biasless_rule(bias_pos: int):
+    """F.linear / F.conv*d / F.conv_transpose*d: the tangent goes through without the bias."""
+    def rule(node, args, kwargs, has_t):
+        if any(has_t[1:]):
+            raise _unsupported(node, f"'{node.target.__name__}'", "its weight or bias depends on the input")
+        out = node.target(*args, **kwargs)
+        rest = list(args[1:])
+        if len(rest) >= bias_pos:
+            rest[bias_pos - 1] = None
+        kw = {k: (None if k == "bias" else v) for k, v in kwargs.items()}
+        return out, lambda K, ta: node.target(ta[0], *rest, **kw)
+    return rule
+
+
+def _f_max_pool(fn_with_indices, nd, adaptive=False):
+    """F.max_pool*d / F.adaptive_max_pool*d: the primal with indices, the tangent gathered at them."""
+    names = ("output_size", "return_indices") if adaptive else (
+        "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+
+    def rule(node, args, kwargs, has_t):
+        kw = dict(zip(names, args[1:]))
+        kw.update(kwargs)
+        want_indices = kw.pop("return_indices", False)
+        call = (lambda: fn_with_indices(args[0], **kw, return_indices=True)) if adaptive else \
+            (lambda: fn_with_indices(args[0], **kw))
+        return _pool_module(node, args[0], nd, want_indices, call)
+    return rule
+
+
+def _f_dropout(node, args, kwargs, has_t):
+    p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+    training = args[2] if len(args) > 2 else kwargs.get("training", True)
+    if training and p > 0:
+        raise _unsupported(node, "dropout in training mode", "its random mask differs between calls; pass training=False or call model.eval()")
+    return args[0], lambda K, ta: ta[0]
+
+
+def _f_batch_norm(node, args, kwargs, has_t):
+    names = ("running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+    kw = dict(zip(names, args[1:]))
+    kw.update(kwargs)
+    if kw.get("training", False) or kw.get("running_var") is None:
+        raise _unsupported(node, "batch_norm with batch statistics", "normalizing by the batch's statistics is not affine and mixes samples; call model.eval()")
+    out = node.target(*args, **kwargs)
+    scale = _bn_scale(kw["running_var"], kw.get("weight"), kw.get("eps", 1e-5), args[0].dim())
+    return out, lambda K, ta: ta[0] * scale
+
+
+def _bn_scale(running_var, weight, eps, ndim):
+    scale = torch.rsqrt(running_var + eps)
+    if weight is not None:
+        scale = scale * weight
+    return scale.reshape(1, -1, *([1] * (ndim - 2))).detach()
+
+
+def _f_pad(node, args, kwargs, has_t):
+    out = F.pad(*args, **kwargs)
+    pad = args[1] if len(args) > 1 else kwargs["pad"]
+    mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+    return out, lambda K, ta: F.pad(ta[0], pad, mode=mode, value=0.0) if mode == "constant" else F.pad(ta[0], pad, mode=mode)
+
+
+# Module rules --------------------------------------------------------------------------------
+
+
+def _module_rule(node, mod, args, kwargs, has_t):
+    """The rule for a submodule call: the primal is ``mod(*args)``; the tangent drops biases."""
+    x = args[0]
+    what = f"{type(mod).__name__}"
+    if not isinstance(mod, _SUPPORTED_MODULES):
+        raise _unsupported(node, what, "it is not an affine layer or a CPA nonlinearity")
+    if any(has_t[1:]) or kwargs:
+        raise _unsupported(node, what, "it is called with extra arguments")
+    if isinstance(mod, nn.Linear):
+        return mod(x), lambda K, ta: F.linear(ta[0], mod.weight)
+    if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return mod(x), lambda K, ta: mod._conv_forward(ta[0], mod.weight, None)
+    if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(mod.kernel_size)]
+        return mod(x), lambda K, ta: fn(ta[0], mod.weight, None, mod.stride, mod.padding, mod.output_padding,
+                                         mod.groups, mod.dilation)
+    if isinstance(mod, nn.ReLU):
+        return _relu(mod, x)
+    if isinstance(mod, nn.LeakyReLU):
+        return _leaky_relu(mod, x, mod.negative_slope)
+    if isinstance(mod, nn.Hardtanh):  # includes ReLU6
+        return _hardtanh(mod, x, mod.min_val, mod.max_val)
+    if isinstance(mod, nn.PReLU):
+        return _slope_rule(_prelu_slope(mod.weight.detach()), mod)(node, args, {}, has_t)
+    if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+        nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
+        fn = {1: F.max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}[nd]
+        return _pool_module(node, x, nd, mod.return_indices,
+                            lambda: fn(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode))
+    if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
+        nd = {nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}[type(mod)]
+        fn = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}[nd]
+        return _pool_module(node, x, nd, mod.return_indices, lambda: fn(x, mod.output_size, return_indices=True))
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        if mod.training or mod.running_var is None:
+            raise _unsupported(node, f"{what} in training mode" if mod.training else f"{what} without running statistics",
+                               "normalizing by the batch's statistics is not affine and mixes samples; call model.eval()")
+        scale = _bn_scale(mod.running_var, mod.weight, mod.eps, x.dim())
+        return mod(x), lambda K, ta: ta[0] * scale
+    if isinstance(mod, nn.modules.dropout._DropoutNd):
+        if mod.training and mod.p > 0:
+            raise _unsupported(node, f"{what} in training mode", "its random mask differs between calls; call model.eval()")
+        return mod(x), lambda K, ta: ta[0]
+    if isinstance(mod, (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)):
+        return mod(x), lambda K, ta: F.pad(ta[0], mod.padding, value=0.0)  # the constant is an offset
+    if isinstance(mod, _LINEAR_MODULES):
+        out = mod(x)
+        return out, lambda K, ta: _batch_preserving(node, out, K)(mod(ta[0]), out)
+    raise _unsupported(node, what, "it is not an affine layer or a CPA nonlinearity")
+
+
+def _pool_module(node, x, nd, return_indices, call):
+    if x.dim() != nd + 2:
+        raise _unsupported(node, f"{nd}-D max pooling", f"it needs a batched {nd + 2}-D input, got {x.dim()}-D")
+    values, idx = call()
+
+    def tangent(K, ta):
+        t = _pool_gather(ta[0], idx, K)
+        return (t, None) if return_indices else t
+    return ((values, idx) if return_indices else values), tangent
+
+
+_LINEAR_MODULES = (
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.Flatten, nn.Unflatten, nn.Identity, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
+    nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
+    nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+    nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d,
+)
+_SUPPORTED_MODULES = _LINEAR_MODULES + (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+    nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.PReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.modules.batchnorm._BatchNorm,
+    nn.modules.dropout._DropoutNd, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
+)
+
+# Function and method rules, by target ---------------------------------------------------------
+
+_LINEAR_FUNCS = [torch.flatten, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute, torch.movedim,
+                 torch.sum, torch.mean, torch.narrow, torch.roll, torch.flip, torch.clone,
+                 F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+                 F.adaptive_avg_pool3d, F.interpolate, F.pixel_shuffle, F.pixel_unshuffle, torch.diagonal]
+_LINEAR_METHODS = ["flatten", "squeeze", "unsqueeze", "transpose", "permute", "movedim", "sum", "mean", "narrow",
+                   "contiguous", "clone", "float", "double", "half", "to", "type_as", "roll", "flip", "t", "diagonal"]
+_NONDIFF = [operator.gt, operator.ge, operator.lt, operator.le, operator.eq, operator.ne, torch.gt, torch.ge,
+            torch.lt, torch.le, torch.eq, torch.ne, torch.argmax, torch.argmin, torch.sign, torch.numel,
+            torch.zeros_like, torch.ones_like, torch.empty_like]
+_NONDIFF_METHODS = ["size", "dim", "numel", "gt", "ge", "lt", "le", "eq", "ne", "argmax", "argmin", "sign",
+                    "detach", "new_zeros", "new_ones", "zero_", "type", "nelement", "stride", "data_ptr"]
+
+FUNCTION_RULES: dict = {
+    operator.add: _add_rule(1.0), torch.add: _add_rule(1.0), operator.iadd: _add_rule(1.0),
+    operator.sub: _add_rule(-1.0), torch.sub: _add_rule(-1.0), operator.isub: _add_rule(-1.0),
+    operator.neg: _neg_rule, torch.neg: _neg_rule,
+    operator.mul: _mul_rule, torch.mul: _mul_rule, operator.imul: _mul_rule,
+    operator.truediv: _div_rule, torch.div: _div_rule, torch.true_divide: _div_rule,
+    operator.matmul: _matmul_rule, torch.matmul: _matmul_rule, torch.mm: _matmul_rule, torch.bmm: _matmul_rule,
+    torch.relu: _functional_act("relu"), F.relu: _functional_act("relu"), torch.relu_: _functional_act("relu"),
+    F.leaky_relu: _functional_act("leaky_relu"), F.hardtanh: _functional_act("hardtanh"),
+    F.relu6: _functional_act("relu6"), torch.clamp: _functional_act("clamp"), torch.clip: _functional_act("clamp"),
+    F.prelu: _functional_act("prelu"), torch.prelu: _functional_act("prelu"),
+    torch.abs: _abs_rule, operator.abs: _abs_rule,
+    torch.max: _max_rule, torch.min: _max_rule, torch.maximum: _max_rule, torch.minimum: _max_rule,
+    torch.cat: _cat_rule, torch.concat: _cat_rule, torch.stack: _cat_rule,
+    torch.reshape: _reshape_rule,
+    torch.chunk: _split_rule, torch.split: _split_rule, torch.unbind: _split_rule,
+    operator.getitem: _getitem_rule, getattr: _getattr_rule,
+    F.linear: _biasless_rule(2), F.conv1d: _biasless_rule(2), F.conv2d: _biasless_rule(2), F.conv3d: _biasless_rule(2),
+    F.conv_transpose1d: _biasless_rule(2), F.conv_transpose2d: _biasless_rule(2), F.conv_transpose3d: _biasless_rule(2),
+    F.max_pool1d: _f_max_pool(F.max_pool1d_with_indices, 1), F.max_pool2d: _f_max_pool(F.max_pool2d_with_indices, 2),
+    F.max_pool3d: _f_max_pool(F.max_pool3d_with_indices, 3),
+    F.adaptive_max_pool1d: _f_max_pool(F.adaptive_max_pool1d, 1, adaptive=True),
+    F.adaptive_max_pool2d: _f_max_pool(F.adaptive_max_pool2d, 2, adaptive=True),
+    F.adaptive_max_pool3d: _f_max_pool(F.adaptive_max_pool3d, 3, adaptive=True),
+    F.dropout: _f_dropout, F.dropout1d: _f_dropout, F.dropout2d: _f_dropout, F.dropout3d: _f_dropout,
+    F.batch_norm: _f_batch_norm, F.pad: _f_pad,
+    **{f: _linear_rule for f in _LINEAR_FUNCS}, **{f: _nondiff_rule for f in _NONDIFF},
+}
+
+METHOD_RULES: dict = {
+    "add": _add_rule(1.0), "add_": _add_rule(1.0), "sub": _add_rule(-1.0), "sub_": _add_rule(-1.0),
+    "neg": _neg_rule, "mul": _mul_rule, "mul_": _mul_rule, "div": _div_rule, "div_": _div_rule,
+    "matmul": _matmul_rule, "mm": _matmul_rule, "bmm": _matmul_rule,
+    "relu": _functional_act("relu"), "relu_": _functional_act("relu"), "clamp": _functional_act("clamp"),
+    "clip": _functional_act("clamp"), "abs": _abs_rule,
+    "max": _max_rule, "min": _max_rule, "maximum": _max_rule, "minimum": _max_rule,
+    "view": _reshape_rule, "reshape": _reshape_rule, "expand": _reshape_rule,
+    "chunk": _split_rule, "split": _split_rule, "unbind": _split_rule,
+    **{m: _linear_rule for m in _LINEAR_METHODS}, **{m: _nondiff_rule for m in _NONDIFF_METHODS},
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The two passes
+# --------------------------------------------------------------------------------------------
+
+
+def _check_inputs(model: nn.Module, x: torch.Tensor) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() == 0:
+        raise ValueError("x must have a leading batch axis, got a 0-d tensor")
+    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+        if p.is_floating_point() and p.dtype != x.dtype:
+            raise TypeError(f"x is {x.dtype} but the model's '{name}' is {p.dtype}: "
+                            f"call model.to({x.dtype}) or pass x.to({p.dtype})")
+        if p.device != x.device:
+            raise ValueError(f"x is on {x.device} but the model's '{name}' is on {p.device}: "
+                             f"move one of them, e.g. x.to('{p.device}')")
+
+
+def _tangent_count(x: torch.Tensor, v: torch.Tensor) -> int:
+    """1 when ``v`` has x's shape, K when it has shape (B, K, *x.shape[1:])."""
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
+    if v.dtype != x.dtype or v.device != x.device:
+        raise TypeError(f"v must match x's dtype and device ({x.dtype}, {x.device}), got ({v.dtype}, {v.device})")
+    if v.shape == x.shape:
+        return 1
+    if v.dim() == x.dim() + 1 and v.shape[0] == x.shape[0] and v.shape[2:] == x.shape[1:] and v.shape[1] >= 1:
+        return v.shape[1]
+    raise ValueError(f"v must have x's shape {tuple(x.shape)} or (B, K, *x.shape[1:]) = "
+                     f"({x.shape[0]}, K, {', '.join(map(str, x.shape[1:]))}) for K tangents per sample; "
+                     f"got {tuple(v.shape)}")
+
+
+def _rule_for(node: fx.Node, gm: fx.GraphModule):
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        return lambda n, args, kwargs, has_t: _module_rule(n, mod, args, kwargs, has_t)
+    if node.op == "call_function":
+        rule = FUNCTION_RULES.get(node.target)
+        name = getattr(node.target, "__name__", str(node.target))
+    else:
+        rule = METHOD_RULES.get(node.target)
+        name = f".{node.target}()"
+    if rule is None:
+        raise _unsupported(node, f"'{name}'", "it is not affine or piecewise-affine (no CPA rule)")
+    return rule
+
+
+def _primal_pass(gm: fx.GraphModule, x: torch.Tensor):
+    """Run the model, recording for each tangent-carrying node its tangent operation."""
+    env: dict = {}
+    carries: set = set()  # nodes whose value depends on the input
+    program = []          # (node, tangent function, args with nodes) in execution order
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1 and any(not n.args for n in placeholders[1:]):
+        raise UnsupportedLayerError(f"{type(gm).__name__}.forward takes {len(placeholders)} inputs; "
+                                    "the CPA JVP supports models with one tensor input")
+    output_node = None
+    _STATE.mutates = any(_is_inplace(n, gm) for n in gm.graph.nodes if n.op.startswith("call"))
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = x if node is placeholders[0] else (node.args[0] if node.args else None)
+            if node is placeholders[0]:
+                carries.add(node)
+            continue
+        if node.op == "get_attr":
+            env[node] = _fetch_attr(gm, node.target)
+            continue
+        if node.op == "output":
+            output_node = node
+            break
+        args = fx.node.map_arg(node.args, env.__getitem__)
+        kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+        has_t = [isinstance(a, fx.Node) and a in carries or _nested_carries(a, carries) for a in node.args]
+        if not any(has_t) and not any(_nested_carries(v, carries) for v in node.kwargs.values()):
+            env[node] = _run(node, gm, args, kwargs)  # a constant computation: no tangent
+            continue
+        if any(_nested_carries(v, carries) for v in node.kwargs.values()):
+            raise _unsupported(node, f"'{node.target}'", "an input-dependent tensor is passed as a keyword argument")
+        out, tangent = _rule_for(node, gm)(node, args, kwargs, has_t)
+        env[node] = out
+        if tangent is not None:
+            carries.add(node)
+            # An in-place op also changes its input: later uses of the input see the new tangent.
+            alias = node.args[0] if _is_inplace(node, gm) and isinstance(node.args[0], fx.Node) else None
+            program.append((node, tangent, node.args, alias))
+    return env, carries, program, output_node
+
+
+def _nested_carries(a, carries) -> bool:
+    if isinstance(a, (list, tuple)):
+        return any(isinstance(b, fx.Node) and b in carries or _nested_carries(b, carries) for b in a)
+    return False
+
+
+def _fetch_attr(gm, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _run(node, gm, args, kwargs):
+    if node.op == "call_module":
+        return gm.get_submodule(node.target)(*args, **kwargs)
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)
+    return getattr(args[0], node.target)(*args[1:], **kwargs)
+
+
+def linearize(model: nn.Module, x: torch.Tensor):
+    """Run ``model`` on ``x`` once and return ``y`` and a function computing ``J(x) v``.
+
+    The codes (activation masks, argmax indices, batch-norm scales) are computed once; each call
+    of the returned function costs one forward pass of the tangent through the network with
+    biases dropped, in plain torch operations (so it is differentiable and device-agnostic).
+
+    Parameters
+    ----------
+    model
+        A CPA network: affine layers and CPA nonlinearities, batch-norm and dropout in eval mode.
+    x
+        Input of shape (B, ...), floating point, on the model's device and dtype.
+
+    Returns
+    -------
+    y : torch.Tensor
+        ``model(x)``, bit for bit.
+    jvp_fn : callable
+        ``jvp_fn(v)`` with ``v`` of shape (B, ...) returns ``J(x) v`` of ``y``'s shape; with
+        ``v`` of shape (B, K, ...) (K tangents per sample) it returns shape (B, K, *y.shape[1:]).
+
+    Raises
+    ------
+    UnsupportedLayerError
+        If an operation is not CPA or has no rule; the message names it and where it sits.
+    TypeError, ValueError
+        On wrong types, shapes, dtypes or devices, with the fix in the message.
+    """
+    _check_inputs(model, x)
+    gm = _trace(model)
+    env, carries, program, output_node = _primal_pass(gm, x)
+    y = fx.node.map_arg(output_node.args[0], env.__getitem__)
+    out_spec = output_node.args[0]
+
+    source = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    outputs = {n: env[n] for n in output_node.all_input_nodes}  # keep only what the tangent pass needs
+    del env
+
+    def jvp_fn(v: torch.Tensor):
+        K = _tangent_count(x, v)
+        B = x.shape[0]
+        stacked = v.shape != x.shape  # the (B, K, ...) form, K = 1 included: flatten it and restore it
+        tenv = {source: v.reshape(B * K, *x.shape[1:]) if stacked else v}
+        get = tenv.get
+        for node, tangent, args, alias in program:
+            t = tenv[node] = tangent(K, fx.node.map_aggregate(args, lambda a: get(a) if isinstance(a, fx.Node) else None))
+            if alias is not None:
+                tenv[alias] = t
+        return fx.node.map_arg(out_spec, lambda n: _finish(outputs[n], get(n), K, B, stacked))
+
+    return y, jvp_fn
+
+
+def _finish(primal, t, K, B, stacked):
+    """Shape a tangent output; outputs that do not depend on the input get a zero tangent."""
+    if not isinstance(primal, torch.Tensor):
+        return t
+    if t is None:
+        t = torch.zeros((B * K, *primal.shape[1:]) if stacked else primal.shape, dtype=primal.dtype, device=primal.device)
+    return t.view(B, K, *primal.shape[1:]) if stacked else t
+
+
+def jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor):
+    """``y = model(x)`` and ``J_model(x) v`` by the CPA method, with no autodiff.
+
+    Parameters
+    ----------
+    model
+        A CPA network (see :func:`linearize`).
+    x
+        Input of shape (B, ...).
+    v
+        Tangent of x's shape, or (B, K, ...) for K tangents per sample.
+
+    Returns
+    -------
+    y : torch.Tensor
+        ``model(x)``.
+    jv : torch.Tensor
+        ``J(x) v``, of ``y``'s shape, or (B, K, *y.shape[1:]).
+
+    Raises
+    ------
+    UnsupportedLayerError
+        If the model contains a non-CPA operation; the message names it and where it sits.
+    """
+    y, jvp_fn = linearize(model, x)
+    return y, jvp_fn(v)
