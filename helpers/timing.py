@@ -3,7 +3,7 @@
 Absolute times on a shared machine are noise; ratios between methods measured in the same
 rounds are not (much). Each round runs every method once (``number`` calls each) in a rotated
 order, so that a burst of load hits all methods alike; the reported time of a method is its
-best round, the usual estimator of the undisturbed cost (as in :mod:`timeit`).
+best round, the usual estimator of the undisturbed cost (as in ``timeit``).
 """
 
 from __future__ import annotations

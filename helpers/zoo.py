@@ -2,7 +2,7 @@
 
 Every factory returns a model in eval mode, with batch-norm layers given non-trivial running
 statistics and affine parameters, so that an eval-mode network is a genuine CPA map and not an
-identity in disguise. :data:`ZOO` maps a name to ``(factory, input shape without the batch)``.
+identity in disguise. ``ZOO`` maps a name to ``(factory, input shape without the batch)``.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def build(name: str, seed: int = 0, dtype: torch.dtype = torch.float32,
     Raises
     ------
     KeyError
-        If ``name`` is not in :data:`ZOO`; the message lists the names.
+        If ``name`` is not in ``ZOO``; the message lists the names.
     """
     if name not in ZOO:
         raise KeyError(f"unknown zoo model {name!r}; choose one of {sorted(ZOO)}")
