@@ -1,0 +1,406 @@
+"""Tests for helpers.clustering: brute force as the oracle on tiny instances, properties on random ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from helpers.clustering import (
+    InfeasibleRadiusError,
+    RadiusKMeans,
+    RadiusKMeansResult,
+    feasible_radius_bracket,
+    kmeans_cost,
+    max_half_diameter,
+    paper_sdp,
+    radius_kmeans,
+    radius_sdp_bound,
+)
+
+METHODS = ["exact", "paper", "sdp", "greedy"]
+FAST = settings(max_examples=25, deadline=None, database=None, derandomize=True)
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+def _growth_strings(n: int, k: int):
+    """Every partition of range(n) into exactly k non-empty blocks, as a restricted growth string."""
+
+    def rec(i: int, lab: list[int], used: int):
+        if k - used > n - i:
+            return
+        if i == n:
+            yield np.array(lab)
+            return
+        for a in range(min(used + 1, k)):
+            lab.append(a)
+            yield from rec(i + 1, lab, max(used, a + 1))
+            lab.pop()
+
+    yield from rec(0, [], 0)
+
+
+def brute_force(X: np.ndarray, k: int, r: float) -> float | None:
+    """Optimal radius-constrained k-means cost by enumeration, or None when no partition fits."""
+    dist = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
+    best = None
+    for lab in _growth_strings(len(X), k):
+        if (dist[lab[:, None] == lab[None, :]] > 2 * r).any():
+            continue
+        cost = kmeans_cost(X, lab)
+        best = cost if best is None else min(best, cost)
+    return best
+
+
+def tiny_instance(i: int) -> tuple[np.ndarray, int, float]:
+    """Instance i: 6-8 points, k in {2, 3}, r half-way between two consecutive pair distances
+    at or above the bracket's lower end, so that most radii need the method's own decision."""
+    rng = np.random.default_rng(100 + i)
+    n, k = int(rng.integers(6, 9)), int(rng.integers(2, 4))
+    X = rng.normal(size=(n, 2))
+    if i % 4 == 3:
+        X[1] = X[0]  # a duplicate
+    lo, hi = feasible_radius_bracket(X, k)
+    half = np.unique(np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))) / 2
+    mids = (half[:-1] + half[1:]) / 2
+    mids = mids[(mids >= lo) & (mids <= hi)]
+    return X, k, float(mids[rng.integers(len(mids))]) if len(mids) else hi
+
+
+def assert_valid(X: np.ndarray, k: int, r: float, res: RadiusKMeansResult) -> None:
+    assert res.labels.shape == (len(X),) and res.centers.shape == (k, X.shape[1])
+    assert np.bincount(res.labels, minlength=k).min() >= 1 and res.labels.max() < k
+    assert max_half_diameter(X, res.labels) <= r + 1e-9
+    assert res.cost == pytest.approx(kmeans_cost(X, res.labels), rel=1e-9, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- brute force agreement
+
+
+@pytest.mark.parametrize("i", range(20))
+def test_methods_against_brute_force(i):
+    X, k, r = tiny_instance(i)
+    opt = brute_force(X, k, r)
+    costs = {}
+    for method in METHODS:
+        if opt is None:
+            with pytest.raises(InfeasibleRadiusError):
+                radius_kmeans(X, k, r, method=method)
+            continue
+        res = radius_kmeans(X, k, r, method=method)
+        assert_valid(X, k, r, res)
+        assert res.method.split("+")[0] == method
+        assert res.cost >= opt - 1e-9 * max(1.0, opt)
+        if res.lower_bound is not None:
+            assert res.lower_bound <= opt + 1e-9
+        costs[method] = res.cost
+    if opt is not None:
+        assert costs["exact"] == pytest.approx(opt, rel=1e-9, abs=1e-12)
+        assert min(costs.values()) == pytest.approx(opt, rel=1e-9, abs=1e-12)
+
+
+def test_tiny_instances_exercise_both_outcomes_inside_the_bracket():
+    # Guards the test above: it must see feasible and infeasible radii that the bracket
+    # alone does not decide.
+    outcomes = set()
+    for i in range(20):
+        X, k, r = tiny_instance(i)
+        lo, hi = feasible_radius_bracket(X, k)
+        if lo <= r < hi:
+            outcomes.add(brute_force(X, k, r) is None)
+    assert outcomes == {True, False}
+
+
+@FAST
+@given(seed=st.integers(0, 10**6), n=st.integers(3, 7), k=st.integers(1, 3))
+def test_bracket_claims_hold_both_ways(seed, n, k):
+    k = min(k, n)
+    X = np.random.default_rng(seed).normal(size=(n, 2))
+    lo, hi = feasible_radius_bracket(X, k)
+    assert 0 <= lo <= hi <= 2 * lo + 1e-12
+    assert brute_force(X, k, max(hi, 1e-12)) is not None
+    if lo > 0:
+        below = lo * (1 - 1e-9)
+        assert brute_force(X, k, below) is None
+        with pytest.raises(InfeasibleRadiusError, match=r"bracket \["):
+            radius_kmeans(X, k, below, method="greedy")
+
+
+@FAST
+@given(seed=st.integers(0, 10**6), n=st.integers(4, 9), k=st.integers(1, 3), frac=st.floats(0.0, 1.0))
+def test_exact_matches_brute_force_and_the_bound_stays_below(seed, n, k, frac):
+    X = np.random.default_rng(seed).normal(size=(n, 2))
+    lo, hi = feasible_radius_bracket(X, k)
+    r = max(lo + frac * (hi - lo), 1e-6)
+    opt = brute_force(X, k, r)
+    if opt is None:
+        with pytest.raises(InfeasibleRadiusError):
+            radius_kmeans(X, k, r, method="exact")
+        return
+    assert radius_kmeans(X, k, r, method="exact").cost == pytest.approx(opt, rel=1e-9, abs=1e-12)
+    bound = radius_sdp_bound(X, k, r)
+    assert bound.lower_bound is not None and bound.lower_bound <= opt + 1e-9
+
+
+# --------------------------------------------------------------------------- properties on random data
+
+
+@st.composite
+def instances(draw, max_n: int):
+    n = draw(st.integers(2, max_n))
+    k = draw(st.integers(1, min(n, 6)))
+    X = np.random.default_rng(draw(st.integers(0, 10**6))).normal(size=(n, draw(st.integers(1, 3))))
+    n_dup = draw(st.integers(0, n - 1))
+    X[:n_dup] = X[n - 1]  # copies of one point
+    return X, k, draw(st.floats(0.0, 1.5))
+
+
+@FAST
+@given(inst=instances(max_n=40))
+def test_greedy_keeps_the_radius_and_never_fails_above_the_bracket(inst):
+    X, k, frac = inst
+    lo, hi = feasible_radius_bracket(X, k)
+    r = max(lo + frac * (hi - lo), 1e-9)
+    try:
+        res = radius_kmeans(X, k, r, method="greedy")
+    except InfeasibleRadiusError:
+        assert r < hi
+        return
+    assert_valid(X, k, r, res)
+
+
+@settings(max_examples=10, deadline=None, database=None, derandomize=True)
+@given(inst=instances(max_n=18))
+def test_sdp_keeps_the_radius_and_its_bound_is_below_its_cost(inst):
+    X, k, frac = inst
+    lo, hi = feasible_radius_bracket(X, k)
+    r = max(lo + frac * (hi - lo), 1e-9)
+    try:
+        res = radius_kmeans(X, k, r, method="sdp")
+    except InfeasibleRadiusError:
+        assert r < hi
+        return
+    assert_valid(X, k, r, res)
+    assert res.lower_bound is not None and res.lower_bound <= res.cost + 1e-9
+
+
+# --------------------------------------------------------------------------- specific behaviour
+
+
+def test_auto_picks_by_size():
+    rng = np.random.default_rng(0)
+    for n, expected in [(8, "exact"), (30, "sdp"), (120, "greedy")]:
+        X = rng.normal(size=(n, 2))
+        r = feasible_radius_bracket(X, 3)[1]
+        assert radius_kmeans(X, 3, r).method == expected
+
+
+def test_planted_blobs_are_recovered_and_the_sdp_is_tight():
+    rng = np.random.default_rng(1)
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    truth = np.repeat(np.arange(3), [5, 8, 11])
+    X = centers[truth] + rng.uniform(-0.5, 0.5, size=(len(truth), 2))
+    r = 2.0  # cluster diameters < 2r < separation
+    for method in METHODS[1:]:
+        res = radius_kmeans(X, 3, r, method=method)
+        assert adjusted_rand_score(truth, res.labels) == 1.0
+    bound = radius_sdp_bound(X, 3, r)
+    z = np.eye(3)[truth]
+    assert np.abs(bound.Z - z @ np.diag(1 / z.sum(0)) @ z.T).max() < 1e-3
+    assert np.linalg.matrix_rank(bound.Z, tol=1e-3) == 3
+    assert bound.lower_bound == pytest.approx(kmeans_cost(X, truth), rel=1e-3)
+
+
+def test_constrained_lloyd_never_increases_the_cost():
+    rng = np.random.default_rng(2)
+    X = np.vstack([rng.normal(size=(25, 2)), rng.normal(3, 0.5, size=(10, 2))])
+    r = np.mean(feasible_radius_bracket(X, 5))
+    res = radius_kmeans(X, 5, r, method="sdp")
+    costs = res.details["lloyd_costs"]
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(costs, costs[1:]))
+    assert res.cost <= costs[-1] * (1 + 1e-12)  # local search only improves on Lloyd
+
+
+def test_paper_reassignment_is_nearest_centroid_without_conflicts():
+    X = np.random.default_rng(3).normal(size=(12, 2))
+    r = 10 * np.abs(X).max()  # no pair conflicts
+    res = radius_kmeans(X, 3, r, method="paper")
+    mu = res.details["step3_centroids"]
+    nearest = np.argmin(((X[:, None] - mu[None]) ** 2).sum(-1), axis=1)
+    if np.bincount(nearest, minlength=3).min() >= 1:
+        assert np.array_equal(res.labels, nearest)
+
+
+def test_paper_sdp_is_block_symmetric():
+    # The k-block relaxation is invariant under permuting blocks, so its optimum is the
+    # block average b_hat = (2 - k) / k everywhere, which tells the rounding nothing.
+    X = np.random.default_rng(4).normal(size=(12, 2))
+    k = 3
+    sdp = paper_sdp(X, k, feasible_radius_bracket(X, k)[1])
+    assert sdp.status.startswith("optimal")
+    assert np.abs(sdp.b_hat - (2 - k) / k).max() < 1e-3
+
+
+def test_paper_encoding_gives_the_kmeans_cost():
+    # The paper's lifted objective sum_a <D, Q_a> / (8 n_a) with Q_a = (b_a + 1)(b_a + 1)^T.
+    rng = np.random.default_rng(5)
+    X, labels = rng.normal(size=(10, 2)), np.r_[0, 1, 2, rng.integers(0, 3, size=7)]
+    D = ((X[:, None] - X[None]) ** 2).sum(-1)
+    total = 0.0
+    for a in range(3):
+        b = np.where(labels == a, 1.0, -1.0)
+        Q = np.outer(b, b) + 1 + b[:, None] + b[None, :]
+        assert np.array_equal(Q, 4 * np.outer(labels == a, labels == a))
+        total += (D * Q).sum() / (8 * (labels == a).sum())
+    assert total == pytest.approx(kmeans_cost(X, labels))
+
+
+def test_certified_bound_agrees_across_solvers():
+    X = np.random.default_rng(6).normal(size=(15, 2))
+    r = np.mean(feasible_radius_bracket(X, 3))
+    scs, clarabel = radius_sdp_bound(X, 3, r), radius_sdp_bound(X, 3, r, solver="CLARABEL", eps=1e-8)
+    assert scs.lower_bound <= clarabel.primal_value + 1e-6
+    assert scs.lower_bound == pytest.approx(clarabel.lower_bound, rel=1e-2)
+
+
+def test_certified_bound_stays_valid_when_the_solver_stops_early():
+    for seed in range(3):
+        X = np.random.default_rng(20 + seed).normal(size=(10, 2))
+        r = 1.2 * feasible_radius_bracket(X, 3)[1]
+        opt = radius_kmeans(X, 3, r, method="exact").cost
+        rough = radius_sdp_bound(X, 3, r, eps=1e-2, max_iters=30)
+        assert rough.lower_bound is not None and rough.lower_bound <= opt + 1e-9
+
+
+def test_greedy_falls_back_to_the_colouring_milp_and_says_so():
+    rng = np.random.default_rng(115)  # found by search: one start's greedy candidates fail here
+    n, k = int(rng.integers(10, 25)), int(rng.integers(3, 6))
+    X = rng.normal(size=(n, 2))
+    lo, hi = feasible_radius_bracket(X, k)
+    r = lo + 0.3 * (hi - lo)
+    res = radius_kmeans(X, k, r, method="greedy", n_init=1)
+    assert res.method == "greedy+milp"
+    assert_valid(X, k, r, res)
+
+
+def test_below_the_bracket_the_sdp_is_infeasible_and_the_error_gives_the_bracket():
+    X = np.random.default_rng(7).normal(size=(20, 2))
+    lo, hi = feasible_radius_bracket(X, 4)
+    assert radius_sdp_bound(X, 4, lo * 0.99).status == "infeasible"
+    with pytest.raises(InfeasibleRadiusError, match=f"{lo:.6g}, {hi:.6g}") as err:
+        radius_kmeans(X, 4, lo * 0.99, method="sdp")
+    assert err.value.bracket == (lo, hi)
+
+
+def test_duplicates_and_few_distinct_points():
+    X = np.vstack([np.zeros((30, 2)), np.ones((3, 2)), [[5.0, 5.0]]])
+    assert feasible_radius_bracket(X, 3) == (0.0, 0.0)
+    for method in ["greedy", "sdp"]:
+        res = radius_kmeans(X, 4, 0.1, method=method)  # more clusters than distinct points
+        assert_valid(X, 4, 0.1, res)
+        assert res.cost == pytest.approx(0.0, abs=1e-12)
+    res = radius_kmeans(np.zeros((9, 3)), 3, 1.0, method="exact")
+    assert_valid(np.zeros((9, 3)), 3, 1.0, res)
+
+
+def test_duplicates_do_not_steal_centers():
+    # The abstract's robustness claim: 400 copies piled on one blob make KMeans split that blob
+    # and merge the two others; the radius forbids the merge, so every blob keeps its center.
+    rng = np.random.default_rng(8)
+    X = np.vstack([rng.normal(c, 0.3, size=(15, 2)) for c in ([0, 0], [4, 0], [2, 3])])
+    truth = np.repeat(np.arange(3), 15)
+    Xdup = np.vstack([X, np.repeat([[-0.6, 0.0], [0.6, 0.0]], 200, axis=0)])
+    kmeans = KMeans(3, n_init=10, random_state=0).fit(Xdup)
+    assert adjusted_rand_score(truth, kmeans.labels_[:45]) < 0.9
+    res = radius_kmeans(Xdup, 3, 1.5, method="greedy")
+    assert adjusted_rand_score(truth, res.labels[:45]) == 1.0
+
+
+def test_edge_sizes():
+    X = np.random.default_rng(9).normal(size=(5, 2))
+    for method in METHODS:
+        res = radius_kmeans(X, 5, 0.01, method=method)  # k = n: singletons
+        assert res.cost == 0.0 and sorted(res.labels) == list(range(5))
+    half_diam = max_half_diameter(X, np.zeros(5, int))
+    assert radius_kmeans(X, 1, half_diam, method="greedy").cost == pytest.approx(kmeans_cost(X, np.zeros(5, int)))
+    with pytest.raises(InfeasibleRadiusError):
+        radius_kmeans(X, 1, half_diam * (1 - 1e-9), method="exact")
+
+
+def test_same_seed_same_result():
+    X = np.random.default_rng(10).normal(size=(60, 2))
+    r = np.mean(feasible_radius_bracket(X, 6))
+    a, b = (radius_kmeans(X, 6, r, method="greedy", seed=3) for _ in range(2))
+    assert np.array_equal(a.labels, b.labels)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+X_OK = np.random.default_rng(11).normal(size=(10, 2))
+
+
+@pytest.mark.parametrize(
+    ("X", "k", "r", "kwargs", "match"),
+    [
+        (X_OK, 0, 1.0, {}, "k .* must be >= 1"),
+        (X_OK, 11, 1.0, {}, "n_samples=10 should be >= n_clusters=11"),
+        (X_OK, 2.5, 1.0, {}, "must be an integer"),
+        (X_OK, True, 1.0, {}, "must be an integer"),
+        (X_OK, 2, 0.0, {}, "r must be positive"),
+        (X_OK, 2, -1.0, {}, "r must be positive"),
+        (X_OK, 2, np.nan, {}, "r must be positive and finite"),
+        (X_OK, 2, np.inf, {}, "r must be positive and finite"),
+        (X_OK, 2, "big", {}, "r must be a positive number"),
+        (np.r_[X_OK, [[np.nan, 0]]], 2, 1.0, {}, r"NaN or infinite values \(rows \[10\]"),
+        (np.r_[X_OK, [[np.inf, 0]]], 2, 1.0, {}, "NaN or infinite"),
+        (X_OK[:, 0], 2, 1.0, {}, r"2-D .*reshape\(-1, 1\)"),
+        (X_OK[None], 2, 1.0, {}, "2-D"),
+        (np.zeros((0, 2)), 1, 1.0, {}, "at least one sample"),
+        (X_OK + 1j, 2, 1.0, {}, "complex"),
+        ([["a", "b"]], 1, 1.0, {}, "numeric"),
+        (X_OK, 2, 1.0, {"method": "kmeans"}, "method must be one of"),
+        (X_OK, 2, 1.0, {"n_init": 0}, "n_init must be an integer >= 1"),
+        (X_OK, 2, 1.0, {"time_limit": 0}, "time_limit must be a positive"),
+        (np.zeros((15, 2)), 2, 1.0, {"method": "exact"}, "n <= 14"),
+        (np.zeros((61, 2)), 2, 1.0, {"method": "paper"}, "n <= 60.*'sdp' or 'greedy'"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(X, k, r, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        radius_kmeans(X, k, r, **kwargs)
+
+
+def test_bracket_checks_its_input():
+    with pytest.raises(ValueError, match="n_clusters"):
+        feasible_radius_bracket(X_OK, 0)
+
+
+# --------------------------------------------------------------------------- scikit-learn
+
+
+@parametrize_with_checks([RadiusKMeans(method="greedy"), RadiusKMeans()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_estimator_attributes_and_default_radius():
+    X = np.random.default_rng(12).normal(size=(40, 2))
+    est = RadiusKMeans(n_clusters=4).fit(X)
+    assert est.radius_ == feasible_radius_bracket(X, 4)[1]
+    assert est.method_ == "sdp" and est.lower_bound_ <= est.inertia_
+    assert max_half_diameter(X, est.labels_) <= est.radius_ + 1e-9
+    assert est.predict(X).shape == (40,)
+    with pytest.raises(InfeasibleRadiusError):
+        RadiusKMeans(n_clusters=4, radius=feasible_radius_bracket(X, 4)[0] / 2).fit(X)
+
+
+def test_estimator_default_radius_with_identical_points():
+    est = RadiusKMeans(n_clusters=3).fit(np.ones((10, 2)))
+    assert est.radius_ > 0 and est.inertia_ == 0.0 and len(set(est.labels_)) == 3
