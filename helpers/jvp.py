@@ -47,8 +47,11 @@ _TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictiona
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
-    """The fx graph of ``model``, cached while its train/eval flags stay the same."""
-    flags = tuple(m.training for m in model.modules())  # fx bakes `self.training` into the graph
+    """The fx graph of ``model``, cached while its submodules, tensors and train/eval flags stay the same."""
+    # fx bakes `self.training` into the graph, and the graph module holds the submodules, parameters
+    # and buffers it was built with: retrace when one of them is replaced, not only when a flag flips.
+    flags = (tuple((id(m), m.training) for m in model.modules()),
+             tuple(id(t) for t in (*model.parameters(), *model.buffers())))
     cached = _TRACES.get(model)
     if cached is not None and cached[0] == flags:
         return cached[1]
@@ -71,13 +74,14 @@ def _where(node: fx.Node) -> str:
         return f"module '{node.target}'"
     stack = node.meta.get("nn_module_stack") or {}
     owner = next(reversed(stack.values()), None) if stack else None
-    place = f"'{node.name}'"
+    place = f"graph node '{node.name}'"
     if owner:
         place += f" inside module '{owner[0] if isinstance(owner, tuple) else owner}'"
-    lines = (node.stack_trace or "").splitlines()
-    for i, line in enumerate(lines):
-        if line.strip().endswith("in forward") and "torch/fx" not in line:
-            place += f" ({line.strip()})"
+    # The innermost `forward` frame outside torch's own files is the line the user wrote.
+    frames = [line.strip() for line in (node.stack_trace or "").splitlines()
+              if line.strip().endswith("in forward") and "site-packages/torch/" not in line]
+    if frames:
+        place += f" ({frames[-1]})"
     return place
 
 
@@ -729,9 +733,41 @@ def _primal_pass(gm: fx.GraphModule, x: torch.Tensor):
         if tangent is not None:
             carries.add(node)
             # An in-place op also changes its input: later uses of the input see the new tangent.
-            alias = node.args[0] if _is_inplace(node, gm) and isinstance(node.args[0], fx.Node) else None
+            alias = _aliases(node, env, carries) if _is_inplace(node, gm) and isinstance(node.args[0], fx.Node) else ()
             program.append((node, tangent, node.args, alias))
     return env, carries, program, output_node
+
+
+def _aliases(node: fx.Node, env: dict, carries: set) -> tuple:
+    """The nodes whose tangent an in-place op replaces: its input and every node holding that same
+    tensor (e.g. the input of an eval dropout or nn.Identity). A *different* view of the same memory
+    that is used afterwards would need its tangent re-derived through the view: refuse it."""
+    target, alias = env[node.args[0]], [node.args[0]]
+    if not isinstance(target, torch.Tensor) or target.numel() == 0:
+        return tuple(alias)
+    ptr = target.untyped_storage().data_ptr()
+    for m in carries:
+        val = env.get(m)
+        if m is node or m is node.args[0] or not isinstance(val, torch.Tensor) or val.numel() == 0 \
+                or val.untyped_storage().data_ptr() != ptr:
+            continue
+        if val is target:
+            alias.append(m)
+        elif any(u is not node and not _precedes(u, node) for u in m.users):
+            name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
+            raise _unsupported(node, f"in-place '{name}'", f"it writes to memory shared with the view '{m.name}', "
+                               "which is used afterwards; use the out-of-place operation")
+    return tuple(alias)
+
+
+def _precedes(a: fx.Node, b: fx.Node) -> bool:
+    """Whether node ``a`` comes before node ``b`` in the graph."""
+    n = a.next
+    while n.op != "root":
+        if n is b:
+            return True
+        n = n.next
+    return False
 
 
 def _nested_carries(a, carries) -> bool:
@@ -775,7 +811,7 @@ def linearize(model: nn.Module, x: torch.Tensor):
         ``model(x)``, bit for bit.
     jvp_fn : callable
         ``jvp_fn(v)`` with ``v`` of shape (B, ...) returns ``J(x) v`` of ``y``'s shape; with
-        ``v`` of shape (B, K, ...) (K tangents per sample) it returns shape (B, K, *y.shape[1:]).
+        ``v`` of shape (B, K, ...) (K tangents per sample) it returns shape ``(B, K, *y.shape[1:])``.
 
     Raises
     ------
@@ -802,8 +838,8 @@ def linearize(model: nn.Module, x: torch.Tensor):
         get = tenv.get
         for node, tangent, args, alias in program:
             t = tenv[node] = tangent(K, fx.node.map_aggregate(args, lambda a: get(a) if isinstance(a, fx.Node) else None))
-            if alias is not None:
-                tenv[alias] = t
+            for a in alias:
+                tenv[a] = t
         return fx.node.map_arg(out_spec, lambda n: _finish(outputs[n], get(n), K, B, stacked))
 
     return y, jvp_fn
@@ -835,7 +871,7 @@ def jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor):
     y : torch.Tensor
         ``model(x)``.
     jv : torch.Tensor
-        ``J(x) v``, of ``y``'s shape, or (B, K, *y.shape[1:]).
+        ``J(x) v``, of ``y``'s shape, or ``(B, K, *y.shape[1:])``.
 
     Raises
     ------
