@@ -1,8 +1,9 @@
 """Small CPA architectures with random weights, for the JVP chapter's benchmarks and explorers.
 
-Every factory returns a model in eval mode, with batch-norm layers given non-trivial running
-statistics and affine parameters, so that an eval-mode network is a genuine CPA map and not an
-identity in disguise. ``ZOO`` maps a name to ``(factory, input shape without the batch)``.
+The factories return freshly initialised modules (in training mode, as PyTorch does);
+:func:`build` seeds the weights, gives batch-norm layers non-trivial running statistics and
+affine parameters (so that the eval-mode network is a genuine CPA map, not an identity in
+disguise) and returns the model in eval mode. ``ZOO`` maps a name to ``(factory, input shape without the batch)``.
 """
 
 from __future__ import annotations

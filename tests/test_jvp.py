@@ -778,7 +778,7 @@ def test_inplace_through_a_view_is_refused(cls):
     # so it must raise rather than return a silently wrong J v.
     model = cls().double().eval()
     x = sample((4,), 3, 95)
-    pattern = r"in-place 'relu_' at 'relu_' .*" + _line(cls, "relu_") + ".*memory shared with the view"
+    pattern = r"in-place 'relu_' at graph node 'relu_' .*" + _line(cls, "relu_") + ".*memory shared with the view"
     with pytest.raises(UnsupportedLayerError, match=pattern):
         jvp(model, x, x)
 
@@ -954,17 +954,17 @@ def _seq(*mods):
 # (factory, input shape, pattern the message must contain: the operation and where it sits)
 UNSUPPORTED = {
     "nn.GELU": (lambda: _seq(nn.GELU()), (4,), r"GELU at module '3'"),
-    "F.gelu": (FnGelu, (4,), r"'gelu' at 'gelu' .*" + _line(FnGelu, "F.gelu")),
+    "F.gelu": (FnGelu, (4,), r"'gelu' at graph node 'gelu' .*" + _line(FnGelu, "F.gelu")),
     "nn.Softmax": (lambda: _seq(nn.Softmax(-1)), (4,), r"Softmax at module '3'"),
-    "torch.softmax": (FnSoftmax, (4,), r"'softmax' at 'softmax' .*" + _line(FnSoftmax, "softmax")),
+    "torch.softmax": (FnSoftmax, (4,), r"'softmax' at graph node 'softmax' .*" + _line(FnSoftmax, "softmax")),
     "nn.MultiheadAttention": (Attention, (3, 4), r"MultiheadAttention at module 'attn'"),
     "nn.LayerNorm": (lambda: nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), (4,), r"LayerNorm at module '1'"),
     "BatchNorm2d train": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)), (1, 5, 5),
                           r"BatchNorm2d in training mode at module '1'"),
     "Dropout train": (lambda: _seq(nn.Dropout(0.5)), (4,), r"Dropout in training mode at module '3'"),
-    "product": (Product, (4,), r"product at 'mul' .*" + _line(Product, "h * g") + ".*both operands depend on the input"),
-    "torch.sigmoid": (FnSigmoid, (4,), r"'sigmoid' at 'sigmoid' .*" + _line(FnSigmoid, "sigmoid")),
-    "torch.tanh": (FnTanh, (4,), r"'tanh' at 'tanh' .*" + _line(FnTanh, "tanh")),
+    "product": (Product, (4,), r"product at graph node 'mul' .*" + _line(Product, "h * g") + ".*both operands depend on the input"),
+    "torch.sigmoid": (FnSigmoid, (4,), r"'sigmoid' at graph node 'sigmoid' .*" + _line(FnSigmoid, "sigmoid")),
+    "torch.tanh": (FnTanh, (4,), r"'tanh' at graph node 'tanh' .*" + _line(FnTanh, "tanh")),
     "nn.SiLU": (lambda: _seq(nn.SiLU()), (4,), r"SiLU at module '3'"),
 }
 TRAIN_MODE = {"BatchNorm2d train", "Dropout train"}
@@ -1018,7 +1018,7 @@ class Stack(nn.Module):
 
 def test_unsupported_function_names_enclosing_module_and_line():
     x = sample((4,), 2, 1)
-    pattern = r"'sigmoid' at 'sigmoid' inside module 'blocks\.0' .*" + _line(SigmoidBlock, "sigmoid")
+    pattern = r"'sigmoid' at graph node 'sigmoid' inside module 'blocks\.0' .*" + _line(SigmoidBlock, "sigmoid")
     with pytest.raises(UnsupportedLayerError, match=pattern):
         jvp(Stack().double().eval(), x, x)
 
