@@ -26,7 +26,7 @@ cheap to expensive, each on the queries that earlier ones left open:
 4. ``nnls``: column generation on the exact nearest-point problem. For a small candidate set
    ``C`` (the nearest points and the Frank-Wolfe atoms), non-negative least squares
    (Lawson-Hanson, :func:`scipy.optimize.nnls`) on the columns ``[x_i - q; 1]`` with target
-   ``[0; 1]`` returns the point of ``conv(C)`` nearest to ``q`` (see :func:`_nearest_in_subset`).
+   ``[0; 1]`` returns the point of ``conv(C)`` nearest to ``q`` (see ``_nearest_in_subset``).
    Distance within tolerance: inside, with those weights. Otherwise ``a = q - p`` separates
    ``C``; one matrix product checks it against all points, and the points that violate it
    join ``C``. Each round shrinks the distance (strictly, in exact arithmetic); after
