@@ -15,8 +15,8 @@ CHECK_PAGE ?= book/fast_jvp/derivation.html
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/pip install -q -r requirements.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@# pip's log goes to a file (this machine's pip config adds noisy warnings); it is shown on failure.
+	$(BIN)/pip install -q -r requirements.txt -e . > $(VENV)/pip.log 2>&1 || { grep -v "^WARNING: Location" $(VENV)/pip.log; exit 1; }
 	$(BIN)/python -c "import helpers, torch, jupyter_book" # fail here, not later, when the install did
 	touch $@
 

@@ -46,12 +46,30 @@ class UnsupportedLayerError(ValueError):
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
-def _trace(model: nn.Module) -> fx.GraphModule:
+class _Trace:
+    """A traced model and what can be decided about it once: each node's rule, in-place ops."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+        self.nodes = list(gm.graph.nodes)
+        self.placeholders = [n for n in self.nodes if n.op == "placeholder"]
+        self.inplace = {n for n in self.nodes if n.op.startswith("call") and _is_inplace(n, gm)}
+        self.modules = {n: gm.get_submodule(n.target) for n in self.nodes if n.op == "call_module"}
+        self.rules: dict = {}  # filled lazily: a node that never carries a tangent needs no rule
+
+
+def _model_tensors(model: nn.Module) -> tuple[list, list]:
+    """The model's submodules and its parameter and buffer tensors, in one cheap traversal."""
+    modules = list(model.modules())
+    tensors = [t for m in modules for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+    return modules, tensors
+
+
+def _trace(model: nn.Module, modules: list, tensors: list) -> _Trace:
     """The fx graph of ``model``, cached while its submodules, tensors and train/eval flags stay the same."""
     # fx bakes `self.training` into the graph, and the graph module holds the submodules, parameters
     # and buffers it was built with: retrace when one of them is replaced, not only when a flag flips.
-    flags = (tuple((id(m), m.training) for m in model.modules()),
-             tuple(id(t) for t in (*model.parameters(), *model.buffers())))
+    flags = (tuple((id(m), m.training) for m in modules), tuple(id(t) for t in tensors))
     cached = _TRACES.get(model)
     if cached is not None and cached[0] == flags:
         return cached[1]
@@ -63,9 +81,9 @@ def _trace(model: nn.Module) -> fx.GraphModule:
         raise UnsupportedLayerError(
             f"torch.fx could not trace {type(model).__name__}.forward ({type(err).__name__}: {err}). "
             "The CPA JVP needs a forward pass without data-dependent Python control flow.") from err
-    gm = fx.GraphModule(model, graph)
-    _TRACES[model] = (flags, gm)
-    return gm
+    trace = _Trace(fx.GraphModule(model, graph))
+    _TRACES[model] = (flags, trace)
+    return trace
 
 
 def _where(node: fx.Node) -> str:
@@ -649,16 +667,16 @@ METHOD_RULES: dict = {
 # --------------------------------------------------------------------------------------------
 
 
-def _check_inputs(model: nn.Module, x: torch.Tensor) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+def _check_inputs(model: nn.Module, x: torch.Tensor, tensors: list) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     if x.dim() == 0:
         raise ValueError("x must have a leading batch axis, got a 0-d tensor")
-    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+    if all(t.device == x.device and (t.dtype == x.dtype or not t.is_floating_point()) for t in tensors):
+        return
+    for name, p in list(model.named_parameters()) + list(model.named_buffers()):  # name the culprit
         if p.is_floating_point() and p.dtype != x.dtype:
             raise TypeError(f"x is {x.dtype} but the model's '{name}' is {p.dtype}: "
                             f"call model.to({x.dtype}) or pass x.to({p.dtype})")
@@ -682,9 +700,16 @@ def _tangent_count(x: torch.Tensor, v: torch.Tensor) -> int:
                      f"got {tuple(v.shape)}")
 
 
-def _rule_for(node: fx.Node, gm: fx.GraphModule):
+def _rule_for(node: fx.Node, trace: _Trace):
+    rule = trace.rules.get(node)
+    if rule is None:
+        rule = trace.rules[node] = _find_rule(node, trace)
+    return rule
+
+
+def _find_rule(node: fx.Node, trace: _Trace):
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = trace.modules[node]
         return lambda n, args, kwargs, has_t: _module_rule(n, mod, args, kwargs, has_t)
     if node.op == "call_function":
         rule = FUNCTION_RULES.get(node.target)
@@ -697,18 +722,18 @@ def _rule_for(node: fx.Node, gm: fx.GraphModule):
     return rule
 
 
-def _primal_pass(gm: fx.GraphModule, x: torch.Tensor):
+def _primal_pass(trace: _Trace, x: torch.Tensor):
     """Run the model, recording for each tangent-carrying node its tangent operation."""
+    gm, placeholders = trace.gm, trace.placeholders
     env: dict = {}
     carries: set = set()  # nodes whose value depends on the input
     program = []          # (node, tangent function, args with nodes) in execution order
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1 and any(not n.args for n in placeholders[1:]):
         raise UnsupportedLayerError(f"{type(gm).__name__}.forward takes {len(placeholders)} inputs; "
                                     "the CPA JVP supports models with one tensor input")
     output_node = None
-    _STATE.mutates = any(_is_inplace(n, gm) for n in gm.graph.nodes if n.op.startswith("call"))
-    for node in gm.graph.nodes:
+    _STATE.mutates = bool(trace.inplace)
+    for node in trace.nodes:
         if node.op == "placeholder":
             env[node] = x if node is placeholders[0] else (node.args[0] if node.args else None)
             if node is placeholders[0]:
@@ -724,16 +749,16 @@ def _primal_pass(gm: fx.GraphModule, x: torch.Tensor):
         kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
         has_t = [isinstance(a, fx.Node) and a in carries or _nested_carries(a, carries) for a in node.args]
         if not any(has_t) and not any(_nested_carries(v, carries) for v in node.kwargs.values()):
-            env[node] = _run(node, gm, args, kwargs)  # a constant computation: no tangent
+            env[node] = _run(node, trace, args, kwargs)  # a constant computation: no tangent
             continue
         if any(_nested_carries(v, carries) for v in node.kwargs.values()):
             raise _unsupported(node, f"'{node.target}'", "an input-dependent tensor is passed as a keyword argument")
-        out, tangent = _rule_for(node, gm)(node, args, kwargs, has_t)
+        out, tangent = _rule_for(node, trace)(node, args, kwargs, has_t)
         env[node] = out
         if tangent is not None:
             carries.add(node)
             # An in-place op also changes its input: later uses of the input see the new tangent.
-            alias = _aliases(node, env, carries) if _is_inplace(node, gm) and isinstance(node.args[0], fx.Node) else ()
+            alias = _aliases(node, env, carries) if node in trace.inplace and isinstance(node.args[0], fx.Node) else ()
             program.append((node, tangent, node.args, alias))
     return env, carries, program, output_node
 
@@ -783,9 +808,9 @@ def _fetch_attr(gm, target: str):
     return obj
 
 
-def _run(node, gm, args, kwargs):
+def _run(node, trace, args, kwargs):
     if node.op == "call_module":
-        return gm.get_submodule(node.target)(*args, **kwargs)
+        return trace.modules[node](*args, **kwargs)
     if node.op == "call_function":
         return node.target(*args, **kwargs)
     return getattr(args[0], node.target)(*args[1:], **kwargs)
@@ -820,13 +845,16 @@ def linearize(model: nn.Module, x: torch.Tensor):
     TypeError, ValueError
         On wrong types, shapes, dtypes or devices, with the fix in the message.
     """
-    _check_inputs(model, x)
-    gm = _trace(model)
-    env, carries, program, output_node = _primal_pass(gm, x)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modules, tensors = _model_tensors(model)
+    _check_inputs(model, x, tensors)
+    trace = _trace(model, modules, tensors)
+    env, carries, program, output_node = _primal_pass(trace, x)
     y = fx.node.map_arg(output_node.args[0], env.__getitem__)
     out_spec = output_node.args[0]
 
-    source = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    source = trace.placeholders[0]
     outputs = {n: env[n] for n in output_node.all_input_nodes}  # keep only what the tangent pass needs
     del env
 
