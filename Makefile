@@ -62,7 +62,7 @@ quickbook: $(STAMP) _vendor/.stamp
 # Rewrite the outputs-free .ipynb twins from their MyST-markdown sources.
 twins: $(STAMP)
 	$(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from book_files import notebook_sources; \
-	  print('\n'.join(map(str, notebook_sources())))" | xargs -r $(BIN)/jupytext --to ipynb -q
+	  print('\n'.join(map(str, notebook_sources())))" | xargs -r $(BIN)/jupytext --update --to ipynb -q
 
 clean:
 	rm -rf _build $(QUICK)
