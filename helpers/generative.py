@@ -1,0 +1,502 @@
+r"""Small generative models on scikit-learn's digits, for the sampling chapters (MaGNET, Polarity).
+
+Everything here is offline and takes seconds on one CPU thread:
+
+* :func:`load_digits_tensor`: the 1797 bundled 8x8 digits as float32 pixels in [0, 1], shape
+  (N, 64), optionally restricted to some classes or subsampled to a deliberately imbalanced
+  class mix.
+* :class:`DigitsVAE` and :func:`train_vae`: a variational auto-encoder whose decoder is a
+  continuous piecewise-affine (CPA) map, an ``nn.Sequential`` of ``Linear`` and ``LeakyReLU``
+  layers ending in a ``Linear``, so that :mod:`helpers.jvp` and :mod:`helpers.sampling` can
+  read its Jacobian off the forward pass. A CPA decoder cannot end in a sigmoid, so the
+  likelihood is Gaussian with a fixed standard deviation ``sigma`` (a scaled squared error),
+  not Bernoulli.
+* :class:`DigitsClassifier` and :func:`train_classifier`: a small MLP whose penultimate-layer
+  features stand in for Inception features (no pretrained weights can be downloaded) in
+  :func:`helpers.metrics.precision_recall` and :func:`helpers.metrics.frechet_distance`, and
+  whose predictions label generated digits.
+
+Training is deterministic for a seed on the CPU: weights are initialised and mini-batches
+shuffled from generators seeded with ``seed``, without touching the global random state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["load_digits_tensor", "DigitsVAE", "train_vae", "DigitsClassifier", "train_classifier"]
+
+N_PIXELS = 64
+N_CLASSES = 10
+_SPLITS = ("all", "train", "test")
+_SPLIT_SEED = 20220325  # fixes the train/test split once for every chapter and seed
+_TEST_FRACTION = 0.3
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _check_seed(seed) -> int:
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed)
+
+
+def load_digits_tensor(classes: Sequence[int] | None = None, class_weights: Mapping[int, float] | None = None,
+                       seed: int = 0, *, split: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled digits as torch tensors, optionally with a chosen class mix.
+
+    ``split="train"`` / ``"test"`` return the two parts of one fixed, stratified split (30 %
+    of each class held out, about 54 images per class, the same for every ``seed``), so a
+    model trained on an imbalanced ``"train"`` subset can be scored against a balanced
+    ``"test"`` set that it never saw. The class selection and weights apply within the split.
+
+    Parameters
+    ----------
+    classes
+        Keep only these digit classes (ints in 0..9, no repeats); ``None`` keeps all ten.
+    class_weights
+        Class -> fraction of that class's images to keep, in [0, 1], for a deliberately
+        imbalanced set: ``{0: 0.1}`` keeps a random 10 % of the zeros (rounded to the nearest
+        image) and every image of the other kept classes. Classes not named keep all their
+        images. Every key must be a kept class.
+    seed
+        Which images the fractions keep (a ``numpy.random.default_rng(seed)`` draw per class);
+        the result is a deterministic function of the arguments.
+    split
+        ``"all"`` (default, the 1797 images), ``"train"`` (1258) or ``"test"`` (539).
+
+    Returns
+    -------
+    X : torch.Tensor
+        Shape (N, 64), float32, pixels / 16 in [0, 1], rows in the order of the bundled data set.
+    y : torch.Tensor
+        Shape (N,), int64 labels.
+
+    Raises
+    ------
+    ValueError
+        On unknown or repeated classes, a weight outside [0, 1], a weight for a class that is
+        not kept, a bad seed or split, or a selection that keeps no image.
+    """
+    from sklearn.datasets import load_digits
+
+    seed = _check_seed(seed)
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    if classes is None:
+        kept = list(range(N_CLASSES))
+    else:
+        kept = list(classes)
+        if not kept or not all(_is_int(c) and 0 <= c < N_CLASSES for c in kept) or len(set(kept)) != len(kept):
+            raise ValueError(f"classes must be distinct ints in 0..9, got {classes!r}")
+        kept = [int(c) for c in kept]
+    weights = {} if class_weights is None else dict(class_weights)
+    for c, frac in weights.items():
+        if not _is_int(c) or int(c) not in kept:
+            raise ValueError(f"class_weights names class {c!r}, which is not among the kept classes {kept}")
+        if isinstance(frac, bool) or not isinstance(frac, (int, float, np.integer, np.floating)) \
+                or not 0 <= frac <= 1:
+            raise ValueError(f"class_weights[{c}] must be a fraction in [0, 1], got {frac!r}")
+    data = load_digits()
+    images, labels = data.data.astype(np.float32) / 16.0, data.target.astype(np.int64)
+    in_split = _split_mask(labels, split)
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(labels), dtype=bool)
+    for c in range(N_CLASSES):  # one draw per class in a fixed order: a class's subset does not depend on the others
+        idx = np.flatnonzero((labels == c) & in_split)
+        chosen = rng.permutation(idx)[:int(round(float(weights.get(c, 1.0)) * len(idx)))]
+        if c in kept:
+            keep[chosen] = True
+    if not keep.any():
+        raise ValueError("the selection keeps no image; raise the class_weights fractions")
+    return torch.from_numpy(images[keep]), torch.from_numpy(labels[keep])
+
+
+def _split_mask(labels: np.ndarray, split: str) -> np.ndarray:
+    """Which images belong to ``split``: a fixed stratified 70/30 split (its own seed, never ``seed``)."""
+    if split == "all":
+        return np.ones(len(labels), dtype=bool)
+    rng = np.random.default_rng(_SPLIT_SEED)
+    test = np.zeros(len(labels), dtype=bool)
+    for c in range(N_CLASSES):
+        idx = np.flatnonzero(labels == c)
+        test[rng.permutation(idx)[:int(round(_TEST_FRACTION * len(idx)))]] = True
+    return test if split == "test" else ~test
+
+
+def _check_X(X, name: str = "X") -> torch.Tensor:
+    if isinstance(X, np.ndarray):
+        X = torch.from_numpy(np.ascontiguousarray(X))
+    if not isinstance(X, torch.Tensor) or not X.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch tensor or numpy array of shape (N, 64), "
+                        f"got {type(X).__name__}" + (f" of dtype {X.dtype}" if hasattr(X, "dtype") else ""))
+    if X.dim() != 2 or X.shape[1] != N_PIXELS or X.shape[0] < 2:
+        raise ValueError(f"{name} must have shape (N, {N_PIXELS}) with N >= 2 (flattened 8x8 digits), "
+                         f"got {tuple(X.shape)}")
+    if not torch.isfinite(X).all():
+        raise ValueError(f"{name} has NaN or inf entries")
+    return X.to(torch.float32)
+
+
+def _check_epochs(epochs) -> int:
+    if not _is_int(epochs) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    return int(epochs)
+
+
+def _check_positive(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _resolve_device(X: torch.Tensor, device) -> torch.device:
+    return X.device if device is None else torch.device(device)
+
+
+def _mlp(sizes: Sequence[int], slope: float) -> nn.Sequential:
+    """Linear layers of the given sizes with LeakyReLU between them, ending in a Linear."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(slope) if slope > 0 else nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _init(module: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise every Linear from a private generator (the global torch state is untouched)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.in_features)
+                m.weight.copy_(torch.empty_like(m.weight).uniform_(-bound, bound, generator=gen))
+                m.bias.copy_(torch.empty_like(m.bias).uniform_(-bound, bound, generator=gen))
+    return module
+
+
+class _cpu_threads:
+    """Run a block with ``n`` torch intra-op threads on the CPU, restoring the setting afterwards."""
+
+    def __init__(self, n: int | None, device: torch.device):
+        self.n = n if device.type == "cpu" else None
+        self.saved = torch.get_num_threads()
+
+    def __enter__(self):
+        if self.n is not None:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.n is not None:
+            torch.set_num_threads(self.saved)
+        return False
+
+
+def _check_threads(threads) -> None:
+    if threads is not None and (not _is_int(threads) or threads < 1):
+        raise ValueError(f"threads must be None or a positive int, got {threads!r}")
+
+
+def _progress(epochs: int, progress: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(range(epochs), disable=not progress, desc=desc, leave=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Variational auto-encoder with a CPA decoder
+# --------------------------------------------------------------------------------------------
+
+
+class DigitsVAE(nn.Module):
+    r"""A VAE for flattened 8x8 digits whose decoder is continuous piecewise-affine.
+
+    Encoder: 64 -> hidden -> hidden -> (mu, logvar), leaky-ReLU. Decoder
+    (:attr:`decoder`): ``nn.Sequential(Linear(latent, hidden), LeakyReLU, Linear(hidden, hidden),
+    LeakyReLU, Linear(hidden, 64))``, so :func:`helpers.sampling.jacobian` applies to it. The
+    decoder's output is the mean of a Gaussian likelihood with standard deviation ``sigma``
+    (pixels are not clipped to [0, 1]; clip for display only).
+
+    Parameters
+    ----------
+    latent
+        Latent dimension d (default 8).
+    hidden
+        Width of the hidden layers (default 128).
+    slope
+        Negative slope of the leaky-ReLUs (default 0.2; 0 gives plain ReLU).
+    sigma
+        Standard deviation of the Gaussian likelihood, in pixel units (default 0.1).
+
+    Attributes
+    ----------
+    loss_history : list of float
+        Mean training loss per epoch (negative ELBO per image, in nats up to the constant of
+        the Gaussian), filled by :func:`train_vae`.
+    """
+
+    def __init__(self, latent: int = 8, hidden: int = 128, slope: float = 0.2, sigma: float = 0.1):
+        super().__init__()
+        if not _is_int(latent) or latent < 1:
+            raise ValueError(f"latent must be a positive int, got {latent!r}")
+        if not _is_int(hidden) or hidden < 1:
+            raise ValueError(f"hidden must be a positive int, got {hidden!r}")
+        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < 1:
+            raise ValueError(f"slope must be a number in [0, 1), got {slope!r}")
+        _check_positive(sigma, "sigma")
+        self.latent, self.hidden, self.sigma = int(latent), int(hidden), float(sigma)
+        self.encoder = _mlp([N_PIXELS, hidden, hidden, 2 * latent], slope)
+        self.decoder = _mlp([latent, hidden, hidden, N_PIXELS], slope)
+        self.loss_history: list[float] = []
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance, each of shape (B, latent), for x of shape (B, 64)."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoded pixel means, shape (B, 64), for z of shape (B, latent) (a CPA map of z)."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruction with one reparametrised draw: ``(x_hat (B, 64), mu (B, latent), logvar (B, latent))``.
+
+        In eval mode the draw is replaced by the posterior mean, so the output is deterministic.
+        """
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        return self.decode(z), mu, logvar
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""Negative ELBO per image, averaged over the batch (Gaussian likelihood, constant dropped).
+
+        :math:`\|x - \hat x\|^2 / (2\sigma^2) + \mathrm{KL}(q(z|x)\,\|\,\mathcal N(0, I))`.
+        """
+        mu, logvar = self.encode(x)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        x_hat = self.decode(mu + eps * (0.5 * logvar).exp())
+        recon = ((x - x_hat) ** 2).sum(dim=1) / (2 * self.sigma ** 2)
+        kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(dim=1)
+        return (recon + kl).mean()
+
+
+def train_vae(X, latent: int = 8, epochs: int = 150, seed: int = 0, device=None, progress: bool = True, *,
+              hidden: int = 128, sigma: float = 0.1, batch_size: int = 64, lr: float = 2e-3,
+              threads: int | None = 1) -> DigitsVAE:
+    """Train a :class:`DigitsVAE` with Adam on flattened digits.
+
+    About 5 s on one CPU thread for 800 digits at the default sizes.
+
+    Parameters
+    ----------
+    X
+        Training images, shape (N, 64), floats in [0, 1] (e.g. from :func:`load_digits_tensor`);
+        torch or numpy.
+    latent
+        Latent dimension (default 8).
+    epochs
+        Passes over the data (default 150).
+    seed
+        Seeds the initial weights, the mini-batch order and the reparametrisation noise;
+        training on the CPU is deterministic for a seed.
+    device
+        Where to train and return the model; ``None`` uses ``X``'s device.
+    progress
+        Show a tqdm bar over epochs.
+    hidden, sigma
+        As in :class:`DigitsVAE`.
+    batch_size, lr
+        Mini-batch size and Adam learning rate.
+    threads
+        torch intra-op threads while training on the CPU (the previous setting is restored
+        afterwards); ``None`` keeps the current setting. The default is 1 because these
+        mini-batches are too small for threads to help: on a shared 2-core machine, two
+        threads made training 5x slower than one.
+
+    Returns
+    -------
+    DigitsVAE
+        In eval mode, on ``device``, with ``loss_history`` (one mean loss per epoch).
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a malformed ``X`` (wrong type, shape or non-finite values) or a non-positive size.
+    """
+    X = _check_X(X)
+    seed, epochs = _check_seed(seed), _check_epochs(epochs)
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_positive(lr, "lr")
+    _check_threads(threads)
+    device = _resolve_device(X, device)
+    with _cpu_threads(threads, device):
+        return _fit_vae(X, latent, epochs, seed, device, progress, hidden, sigma, batch_size, lr)
+
+
+def _fit_vae(X, latent, epochs, seed, device, progress, hidden, sigma, batch_size, lr) -> DigitsVAE:
+    model = _init(DigitsVAE(latent, hidden, sigma=sigma), seed).to(device)
+    X = X.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    order_gen = torch.Generator().manual_seed(seed + 1)
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
+    model.train()
+    bar = _progress(epochs, progress, "train VAE")
+    for _ in bar:
+        total = 0.0
+        for idx in torch.randperm(len(X), generator=order_gen).split(batch_size):
+            xb = X[idx.to(device)]
+            loss = model.loss(xb, generator=noise_gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        model.loss_history.append(total / len(X))
+        if progress:
+            bar.set_postfix(loss=f"{model.loss_history[-1]:.1f}")
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Classifier (feature extractor for precision/recall and Fréchet distance)
+# --------------------------------------------------------------------------------------------
+
+
+class DigitsClassifier(nn.Module):
+    """An MLP classifier of flattened 8x8 digits: 64 -> hidden -> features -> 10, ReLU.
+
+    Parameters
+    ----------
+    hidden
+        Width of the first hidden layer (default 128).
+    n_features
+        Width F of the penultimate layer, returned by :meth:`features` (default 64).
+
+    Attributes
+    ----------
+    loss_history : list of float
+        Mean cross-entropy per epoch, filled by :func:`train_classifier`.
+    """
+
+    def __init__(self, hidden: int = 128, n_features: int = 64):
+        super().__init__()
+        for value, name in ((hidden, "hidden"), (n_features, "n_features")):
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.body = nn.Sequential(nn.Linear(N_PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, n_features), nn.ReLU())
+        self.head = nn.Linear(n_features, N_CLASSES)
+        self.loss_history: list[float] = []
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features, shape (N, F), for images of shape (N, 64); no gradient."""
+        with torch.no_grad():
+            return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits, shape (N, 10)."""
+        return self.head(self.body(x))
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted labels, shape (N,), int64; no gradient."""
+        with torch.no_grad():
+            return self.forward(x).argmax(dim=1)
+
+
+def train_classifier(X, y, epochs: int = 60, seed: int = 0, device=None, progress: bool = True, *,
+                     hidden: int = 128, n_features: int = 64, batch_size: int = 64, lr: float = 2e-3,
+                     weight_decay: float = 1e-4, threads: int | None = 1) -> DigitsClassifier:
+    """Train a :class:`DigitsClassifier` with Adam and cross-entropy.
+
+    About 1 s on one CPU thread for 1300 digits at the default sizes; held-out accuracy is
+    typically 96-98 %.
+
+    Parameters
+    ----------
+    X
+        Images, shape (N, 64), floats in [0, 1]; torch or numpy.
+    y
+        Labels, shape (N,), ints in 0..9.
+    epochs
+        Passes over the data (default 60).
+    seed
+        Seeds the initial weights and the mini-batch order (deterministic on the CPU).
+    device
+        Where to train and return the model; ``None`` uses ``X``'s device.
+    progress
+        Show a tqdm bar over epochs.
+    hidden, n_features
+        As in :class:`DigitsClassifier`.
+    batch_size, lr, weight_decay
+        Mini-batch size, Adam learning rate and L2 penalty.
+    threads
+        As in :func:`train_vae`.
+
+    Returns
+    -------
+    DigitsClassifier
+        In eval mode, on ``device``, with ``loss_history``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a malformed ``X`` or ``y``, mismatched lengths, labels outside 0..9 or a
+        non-positive size.
+    """
+    X = _check_X(X)
+    if isinstance(y, np.ndarray):
+        y = torch.from_numpy(y)
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"y must be an integer torch tensor or numpy array of labels, got "
+                        f"{type(y).__name__}" + (f" of dtype {y.dtype}" if hasattr(y, "dtype") else ""))
+    if y.shape != (len(X),):
+        raise ValueError(f"y must have shape ({len(X)},) to match X, got {tuple(y.shape)}")
+    if (y < 0).any() or (y >= N_CLASSES).any():
+        raise ValueError(f"labels must be in 0..{N_CLASSES - 1}, got values in [{int(y.min())}, {int(y.max())}]")
+    seed, epochs = _check_seed(seed), _check_epochs(epochs)
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_positive(lr, "lr")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    _check_threads(threads)
+    device = _resolve_device(X, device)
+    with _cpu_threads(threads, device):
+        return _fit_classifier(X, y, epochs, seed, device, progress, hidden, n_features, batch_size, lr, weight_decay)
+
+
+def _fit_classifier(X, y, epochs, seed, device, progress, hidden, n_features, batch_size, lr,
+                    weight_decay) -> DigitsClassifier:
+    model = _init(DigitsClassifier(hidden, n_features), seed).to(device)
+    X, y = X.to(device), y.to(device=device, dtype=torch.int64)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    order_gen = torch.Generator().manual_seed(seed + 1)
+    model.train()
+    bar = _progress(epochs, progress, "train classifier")
+    for _ in bar:
+        total = 0.0
+        for idx in torch.randperm(len(X), generator=order_gen).split(batch_size):
+            idx = idx.to(device)
+            loss = F.cross_entropy(model(X[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        model.loss_history.append(total / len(X))
+        if progress:
+            bar.set_postfix(loss=f"{model.loss_history[-1]:.3f}")
+    return model.eval()
