@@ -226,7 +226,7 @@ class DigitsVAE(nn.Module):
     r"""A VAE for flattened 8x8 digits whose decoder is continuous piecewise-affine.
 
     Encoder: 64 -> hidden -> hidden -> (mu, logvar), leaky-ReLU. Decoder
-    (:attr:`decoder`): ``nn.Sequential(Linear(latent, hidden), LeakyReLU, Linear(hidden, hidden),
+    (``decoder``): ``nn.Sequential(Linear(latent, hidden), LeakyReLU, Linear(hidden, hidden),
     LeakyReLU, Linear(hidden, 64))``, so :func:`helpers.sampling.jacobian` applies to it. The
     decoder's output is the mean of a Gaussian likelihood with standard deviation ``sigma``
     (pixels are not clipped to [0, 1]; clip for display only).
