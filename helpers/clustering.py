@@ -786,8 +786,10 @@ def paper_sdp(X: Any, k: int, r: float, *, cardinality: bool = True, rlt: bool =
     n = len(X)
     k, r = _check_k(k, n), _check_r(r)
     _check_size("paper", n)
-    D2 = _distances(X) ** 2
-    return _paper_sdp(D2, D2 > 4 * r * r, k, r, cardinality, rlt, eps, solver, max_iters)
+    D = _distances(X)
+    # The same conflict test as conflict_graph and radius_kmeans (D > 2r, not D² > 4r²), so that
+    # pairs at the boundary are classed alike by every entry point.
+    return _paper_sdp(D ** 2, D > 2 * r, k, r, cardinality, rlt, eps, solver, max_iters)
 
 
 def _check_size(method: str, n: int) -> None:
