@@ -526,8 +526,11 @@ def _l1_lp(A_ub: np.ndarray, q: np.ndarray, method: str) -> Any:
 
 def _lp_stage(st: _Work) -> None:
     """Solve the l1 LP for each open query; read both certificates off its primal and dual."""
+    rows = st.open_rows()
+    if len(rows) == 0:  # the cheap stages decided everything: skip building the LP matrix
+        return
     A_ub = np.hstack([st.Xs, -np.ones((st.Xs.shape[0], 1))])
-    for j in st.open_rows():
+    for j in rows:
         j = int(j)
         for method in _LP_METHODS:
             res = _l1_lp(A_ub, st.Qs[j], method)
