@@ -581,14 +581,15 @@ def _rng(seed) -> np.random.Generator:
     return np.random.default_rng(int(seed))
 
 
-def resample_indices(weights, n: int, *, replace: bool = True, seed=None) -> np.ndarray:
+def resample_indices(weights, n: int, replace: bool = False, seed=None) -> np.ndarray:
     """Draw ``n`` indices with probabilities proportional to ``weights``.
 
-    With ``replace=True`` (default) the indices are i.i.d. draws from the weighted proposals,
-    the textbook importance resampling that converges to the target as the number of proposals
-    grows. ``replace=False`` (the official MaGNET/Polarity code) returns distinct indices by
-    successive sampling; it is pulled back toward the proposal distribution unless ``n`` is a
-    small fraction of the effective sample size, and needs ``n`` non-zero weights.
+    ``replace=False`` (the default, as in the official MaGNET/Polarity code) returns distinct
+    indices by successive sampling; it is pulled back toward the proposal distribution unless
+    ``n`` is a small fraction of the effective sample size, and needs ``n`` non-zero weights.
+    ``replace=True`` draws i.i.d. indices from the weighted proposals: the textbook importance
+    resampling, which converges to the target as the number of proposals grows (the book's
+    chapters use it, and say so).
 
     Parameters
     ----------
@@ -597,7 +598,7 @@ def resample_indices(weights, n: int, *, replace: bool = True, seed=None) -> np.
     n
         Number of indices, >= 1.
     replace
-        Draw with replacement (default) or without.
+        Draw with replacement, or without (default).
     seed
         An int, a ``numpy.random.Generator``, or ``None`` to draw a seed from numpy's global
         generator (which :func:`helpers.runtime.setup` seeds).
@@ -622,7 +623,7 @@ def resample_indices(weights, n: int, *, replace: bool = True, seed=None) -> np.
     return _rng(seed).choice(p.size, size=int(n), replace=bool(replace), p=p).astype(np.int64)
 
 
-def resample(z, weights, n: int, *, replace: bool = True, seed=None):
+def resample(z, weights, n: int, replace: bool = False, seed=None):
     """Rows of ``z`` drawn with probabilities proportional to ``weights``.
 
     Parameters

@@ -427,14 +427,14 @@ def test_magnet_is_uniform_in_arc_length_on_a_two_piece_curve(proposal):
         lp = -0.5 * z**2
     lv = log_volume(two_piece_curve(), torch.as_tensor(z)[:, None])
     assert np.allclose(lv.numpy(), np.where(z > 0, math.log(5.0), math.log(1.25)), rtol=0, atol=1e-12)
-    got = arc_fractions(z[resample_indices(magnet_weights(lv, lp), M, seed=9)])
+    got = arc_fractions(z[resample_indices(magnet_weights(lv, lp), M, replace=True, seed=9)])
     # Per bin: sd <= sqrt(.24 / 20000) = 0.0035 from the draw and below 0.003 from the proposals'
     # weight mass (N = 40000), 0.0046 combined; 0.02 is more than 4 combined sd.
     assert np.abs(got - target).max() < 0.02, got
     if proposal == "gaussian":
         # The official code's weights (vol only, no 1/pi) tilt the output toward z = 0: the bin
         # [0, .5) gets 0.8 * P(0 < z < .5) / P(0 < z < 1) = 0.449 under N(0, 1), 7 sd off 0.4.
-        tilted = arc_fractions(z[resample_indices(magnet_weights(lv, 0.0), M, seed=9)])
+        tilted = arc_fractions(z[resample_indices(magnet_weights(lv, 0.0), M, replace=True, seed=9)])
         assert abs(tilted[2] - 0.449) < 0.02 and abs(tilted[2] - 0.4) > 0.03, tilted
 
 
@@ -519,3 +519,9 @@ def test_bad_resampling_raises():
         resample_indices([1.0], 1, seed=-1)
     with pytest.raises(ValueError, match="one row per weight"):
         resample(np.zeros((3, 2)), np.ones(4), 2)
+
+
+def test_resample_default_is_without_replacement():
+    w = np.ones(12)
+    idx = resample_indices(w, 12, seed=0)
+    assert sorted(idx.tolist()) == list(range(12))  # every index once: no replacement by default
