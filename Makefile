@@ -38,7 +38,7 @@ chromium:
 
 # Every chapter executed in full mode, rendered under -W -n, then every page opened in Chromium.
 book: $(STAMP) _vendor/.stamp chromium
-	BOOK_MODE=full $(BIN)/jupyter-book build . -W -n --keep-going
+	BOOK_MODE=full $(BIN)/jupyter-book build . --all -W -n --keep-going  # --all: re-execute every chapter, also when only helpers/ changed
 	$(BIN)/python tools/check_pages.py _build/html --shots _build/screenshots
 	$(BIN)/python tools/check_pages.py _build/html $(CHECK_PAGE) --require math,image,widget
 	@echo "The book is ready: open file://$(CURDIR)/_build/html/index.html"
