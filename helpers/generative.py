@@ -217,6 +217,27 @@ def _progress(epochs: int, progress: bool, desc: str):
     return tqdm(range(epochs), disable=not progress, desc=desc, leave=False)
 
 
+def _fit(model, opt, n: int, epochs: int, batch_size: int, seed: int, device, progress: bool, desc: str,
+         fmt: str, batch_loss) -> nn.Module:
+    """Mini-batch training shared by both models: seeded shuffles, mean loss per epoch recorded."""
+    order_gen = torch.Generator().manual_seed(seed + 1)  # shuffles from their own generator
+    model.train()
+    bar = _progress(epochs, progress, desc)
+    for _ in bar:
+        total = 0.0
+        for idx in torch.randperm(n, generator=order_gen).split(batch_size):
+            idx = idx.to(device)
+            loss = batch_loss(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        model.loss_history.append(total / n)
+        if progress:
+            bar.set_postfix(loss=format(model.loss_history[-1], fmt))
+    return model.eval()
+
+
 # --------------------------------------------------------------------------------------------
 # Variational auto-encoder with a CPA decoder
 # --------------------------------------------------------------------------------------------
@@ -352,23 +373,9 @@ def _fit_vae(X, latent, epochs, seed, device, progress, hidden, sigma, batch_siz
     model = _init(DigitsVAE(latent, hidden, sigma=sigma), seed).to(device)
     X = X.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    order_gen = torch.Generator().manual_seed(seed + 1)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
-    model.train()
-    bar = _progress(epochs, progress, "train VAE")
-    for _ in bar:
-        total = 0.0
-        for idx in torch.randperm(len(X), generator=order_gen).split(batch_size):
-            xb = X[idx.to(device)]
-            loss = model.loss(xb, generator=noise_gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        model.loss_history.append(total / len(X))
-        if progress:
-            bar.set_postfix(loss=f"{model.loss_history[-1]:.1f}")
-    return model.eval()
+    return _fit(model, opt, len(X), epochs, batch_size, seed, device, progress, "train VAE", ".1f",
+                lambda idx: model.loss(X[idx], generator=noise_gen))
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,19 +491,5 @@ def _fit_classifier(X, y, epochs, seed, device, progress, hidden, n_features, ba
     model = _init(DigitsClassifier(hidden, n_features), seed).to(device)
     X, y = X.to(device), y.to(device=device, dtype=torch.int64)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    order_gen = torch.Generator().manual_seed(seed + 1)
-    model.train()
-    bar = _progress(epochs, progress, "train classifier")
-    for _ in bar:
-        total = 0.0
-        for idx in torch.randperm(len(X), generator=order_gen).split(batch_size):
-            idx = idx.to(device)
-            loss = F.cross_entropy(model(X[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        model.loss_history.append(total / len(X))
-        if progress:
-            bar.set_postfix(loss=f"{model.loss_history[-1]:.3f}")
-    return model.eval()
+    return _fit(model, opt, len(X), epochs, batch_size, seed, device, progress, "train classifier", ".3f",
+                lambda idx: F.cross_entropy(model(X[idx]), y[idx]))

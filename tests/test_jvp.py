@@ -50,6 +50,18 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return (got - ref).abs().max().item() / scale
 
 
+
+def assert_matches_func_jvp(model, x, v, K):
+    """The primal equals model(x) exactly; the tangent matches torch.func.jvp (one call per tangent when K)."""
+    y, jv = jvp(model, x, v)
+    with torch.no_grad():
+        assert torch.equal(y, model(x))
+    if K is None:
+        ref = ref_jvp(model, x, v)[1]
+    else:
+        ref = torch.stack([ref_jvp(model, x, v[:, k])[1] for k in range(K)], 1)
+    assert rel_err(jv, ref) <= F64_TOL
+
 def ref_jvp(model, x, v):
     """Forward-mode autodiff oracle."""
     with torch.no_grad():
@@ -646,14 +658,7 @@ def test_constants(K):
     model = ConstNet().double().eval()
     x = sample((3,), 5, 101)
     v = sample((3,), 5, 102) if K is None else sample((K, 3), 5, 102)
-    y, jv = jvp(model, x, v)
-    with torch.no_grad():
-        assert torch.equal(y, model(x))
-    if K is None:
-        ref = ref_jvp(model, x, v)[1]
-    else:
-        ref = torch.stack([ref_jvp(model, x, v[:, k])[1] for k in range(K)], 1)
-    assert rel_err(jv, ref) <= F64_TOL
+    assert_matches_func_jvp(model, x, v, K)
 
 
 class PerSampleConst(nn.Module):
@@ -739,14 +744,7 @@ def test_inplace_through_aliases(cls, K):
     model = cls().double().eval()
     x = sample((4,), 5, 93)
     v = sample((4,), 5, 94) if K is None else sample((K, 4), 5, 94)
-    y, jv = jvp(model, x, v)
-    with torch.no_grad():
-        assert torch.equal(y, model(x))
-    if K is None:
-        ref = ref_jvp(model, x, v)[1]
-    else:
-        ref = torch.stack([ref_jvp(model, x, v[:, k])[1] for k in range(K)], 1)
-    assert rel_err(jv, ref) <= F64_TOL
+    assert_matches_func_jvp(model, x, v, K)
 
 
 class InplaceOnSlice(nn.Module):
