@@ -117,27 +117,85 @@ def _unsupported(node: fx.Node, what: str, why: str) -> UnsupportedLayerError:
 # --------------------------------------------------------------------------------------------
 
 
-def _per_sample(t: torch.Tensor, code: torch.Tensor, K: int, op: Callable) -> torch.Tensor:
-    """``op(t, code)`` where ``code`` has one row per sample and ``t`` has K rows per sample."""
+def _per_sample(t: torch.Tensor, code, K: int, op: Callable, inplace: bool = False) -> torch.Tensor:
+    """``op(t, code, out)`` where ``code`` has one row per sample and ``t`` has K rows per sample.
+
+    ``op`` is elementwise; with ``inplace`` it writes the result into ``t`` (``out=t``).
+    """
+    code = code.like(t) if isinstance(code, _Code) else code
     if K == 1 or code.dim() < t.dim() or code.shape[0] == 1:
-        return op(t, code)
+        return op(t, code, t if inplace else None)
     B = code.shape[0]
     if code.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
         code = code.contiguous(memory_format=torch.channels_last)  # 1/K of the tangent's size
-    out = op(t.view(B, K, *t.shape[1:]), code.unsqueeze(1))
+    tk = t.view(B, K, *t.shape[1:])
+    out = op(tk, code.unsqueeze(1), tk if inplace else None)
     return out.reshape(B * K, *out.shape[2:])
 
 
+def _mul(t, c, out=None):
+    return torch.mul(t, c) if out is None else torch.mul(t, c, out=out)
+
+
+def _backward_kernel(aten_op, *consts):
+    """Autograd's fused backward kernel of a unit, ``(t, code, out) -> t * slope(code)``."""
+    def op(t, c, out=None):
+        return aten_op.default(t, c, *consts) if out is None else aten_op.grad_input(t, c, *consts, grad_input=out)
+    return op
+
+
+def _fresh(fn: Callable, inplace: dict | None = None) -> Callable:
+    """Mark a tangent function whose result shares memory with no other tangent.
+
+    ``inplace`` maps an argument position to a variant that writes the same result into that
+    argument's tangent. ``linearize`` uses it when nothing else reads that tangent: on CPU each
+    new multi-megabyte tensor costs page faults worth about one more pass over it, so reusing
+    the buffer of a ReLU mask, a batch-norm scale or a residual sum is a large part of a
+    K-tangent pass (see :func:`_reuse_buffers`).
+    """
+    fn.fresh = True
+    fn.inplace = inplace or {}
+    return fn
+
+
+def _unit(code, op) -> Callable:
+    """The tangent of an elementwise CPA unit: ``t * slope``, with ``op(t, code, out)`` giving it."""
+    return _fresh(lambda K, ta: _per_sample(ta[0], code, K, op),
+                  {0: lambda K, ta: _per_sample(ta[0], code, K, op, inplace=True)})
+
+
 def _mask(t, code, K):
-    return _per_sample(t, code, K, torch.mul)
+    return _per_sample(t, code, K, _mul)
+
+
+class _Code:
+    """A primal tensor kept as a code, with its channels-last copy made on first need.
+
+    K-tangent image batches run channels-last; a mask in the other layout would make every
+    elementwise pass strided, and converting it on each call would cost 1/K of a tangent pass.
+    """
+
+    __slots__ = ("plain", "_channels_last")
+
+    def __init__(self, plain: torch.Tensor):
+        self.plain = plain
+        self._channels_last = None
+
+    def like(self, t: torch.Tensor) -> torch.Tensor:
+        if self.plain.dim() != 4 or t.dim() != 4 or t.is_contiguous() \
+                or not t.is_contiguous(memory_format=torch.channels_last):
+            return self.plain
+        if self._channels_last is None:
+            self._channels_last = self.plain.contiguous(memory_format=torch.channels_last)
+        return self._channels_last
 
 
 _STATE = threading.local()  # whether the model being linearized mutates tensors in place
 
 
-def _code(x: torch.Tensor) -> torch.Tensor:
+def _code(x: torch.Tensor) -> _Code:
     """Keep a primal tensor as a code; copy it when a later in-place op could overwrite it."""
-    return x.clone() if getattr(_STATE, "mutates", False) else x
+    return _Code(x.clone() if getattr(_STATE, "mutates", False) else x)
 
 
 def _is_inplace(node: fx.Node, gm: fx.GraphModule) -> bool:
@@ -194,9 +252,9 @@ def _only(has_t, node, what):
 def _slope_rule(slope_of: Callable[[torch.Tensor], torch.Tensor], op: Callable):
     """Elementwise CPA unit: the tangent is multiplied by the slope of the active piece."""
     def rule(node, args, kwargs, has_t):
-        slope = slope_of(args[0])  # from the input, before an in-place op overwrites it
+        slope = _Code(slope_of(args[0]))  # from the input, before an in-place op overwrites it
         out = op(*args, **kwargs)
-        return out, lambda K, ta: _mask(ta[0], slope, K)
+        return out, _unit(slope, _mul)
     return rule
 
 
@@ -209,7 +267,7 @@ def _relu_slope(x):
 def _relu(call, x, *rest, **kw):
     y = call(x, *rest, **kw)
     code = _code(y)  # relu(x) > 0 exactly where x > 0, and y survives an in-place ReLU
-    return y, lambda K, ta: _per_sample(ta[0], code, K, lambda t, c: torch.ops.aten.threshold_backward(t, c, 0))
+    return y, _unit(code, _backward_kernel(torch.ops.aten.threshold_backward, 0))
 
 
 def _leaky_relu(call, x, slope, *rest, **kw):
@@ -217,14 +275,13 @@ def _leaky_relu(call, x, slope, *rest, **kw):
         return _slope_rule(_leaky_slope(slope), call)(None, (x, *rest), kw, None)
     y = call(x, *rest, **kw)
     code = _code(y)  # for a positive slope y has x's sign; y = 0 only at x = 0 (negative slope, as autograd)
-    return y, lambda K, ta: _per_sample(ta[0], code, K,
-                                        lambda t, c: torch.ops.aten.leaky_relu_backward(t, c, slope, True))
+    return y, _unit(code, _backward_kernel(torch.ops.aten.leaky_relu_backward, slope, True))
 
 
 def _hardtanh(call, x, lo, hi, *rest, **kw):
     y = call(x, *rest, **kw)
     code = _code(y)  # lo < y < hi exactly where lo < x < hi
-    return y, lambda K, ta: _per_sample(ta[0], code, K, lambda t, c: torch.ops.aten.hardtanh_backward(t, c, lo, hi))
+    return y, _unit(code, _backward_kernel(torch.ops.aten.hardtanh_backward, lo, hi))
 
 
 def _leaky_slope(negative_slope):
@@ -293,6 +350,8 @@ def _add_rule(sign: float):
         out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
         alpha = kwargs.get("alpha", 1)
         shape = out.shape[1:]
+        if all(has_t[:2]) and len(args) == 2 and args[0].shape == args[1].shape == out.shape:
+            return out, _sum_tangent(sign * alpha)
 
         def tangent(K, ta):
             a, b = (ta[0], ta[1] if len(ta) > 1 else None)
@@ -306,6 +365,28 @@ def _add_rule(sign: float):
     return rule
 
 
+def _sum_tangent(beta: float) -> Callable:
+    """``a + beta * b`` of two tangents of the output's shape (a residual connection)."""
+    inplace = {0: lambda K, ta: ta[0].add_(ta[1], alpha=beta)}
+    if beta == 1:
+        inplace[1] = lambda K, ta: ta[1].add_(ta[0])
+    return _fresh(lambda K, ta: torch.add(ta[0], ta[1], alpha=beta), inplace)
+
+
+def _scale_tangent(scale: torch.Tensor) -> Callable:
+    """Eval batch-norm: the tangent times the per-channel scale."""
+    return _fresh(lambda K, ta: ta[0] * scale, {0: lambda K, ta: ta[0].mul_(scale)})
+
+
+def _conv_input(t: torch.Tensor, K: int) -> torch.Tensor:
+    """K tangents per sample make a large image batch; oneDNN convolves it markedly faster in
+    channels-last layout on CPU (2.2x for 128x16x32x32, 2x for a 128x32x4x4 transposed
+    convolution here), and the layout then propagates through the following elementwise ops."""
+    if K > 1 and t.dim() == 4 and t.device.type == "cpu":
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
 def _neg_rule(node, args, kwargs, has_t):
     out = -args[0]
     return out, lambda K, ta: -ta[0]
@@ -315,7 +396,7 @@ def _mul_rule(node, args, kwargs, has_t):
     out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
     i = _only(has_t, node, "a product")
     const = args[1 - i]
-    return out, lambda K, ta: _per_sample(ta[i], const, K, torch.mul) if isinstance(const, torch.Tensor) else ta[i] * const
+    return out, lambda K, ta: _per_sample(ta[i], const, K, _mul) if isinstance(const, torch.Tensor) else ta[i] * const
 
 
 def _div_rule(node, args, kwargs, has_t):
@@ -323,7 +404,7 @@ def _div_rule(node, args, kwargs, has_t):
         raise _unsupported(node, "a division", "the denominator depends on the input")
     out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
     const = args[1]
-    return out, lambda K, ta: _per_sample(ta[0], const, K, torch.div) if isinstance(const, torch.Tensor) else ta[0] / const
+    return out, lambda K, ta: _per_sample(ta[0], const, K, lambda t, c, out: torch.div(t, c)) if isinstance(const, torch.Tensor) else ta[0] / const
 
 
 def _matmul_rule(node, args, kwargs, has_t):
@@ -345,9 +426,9 @@ def _nondiff_rule(node, args, kwargs, has_t):
 
 
 def _abs_rule(node, args, kwargs, has_t):
-    sign = torch.sign(args[0])  # abs'(0) = 0, as in autograd
+    sign = _Code(torch.sign(args[0]))  # abs'(0) = 0, as in autograd
     out = torch.abs(args[0])
-    return out, lambda K, ta: _mask(ta[0], sign, K)
+    return out, _unit(sign, _mul)
 
 
 def _max_rule(node, args, kwargs, has_t):
@@ -463,7 +544,7 @@ def _functional_act(kind):
                 raise _unsupported(node, "prelu", "its weight depends on the input")
             slope = _prelu_slope(args[1])(x)
         out = call(*args, **kwargs)
-        return out, lambda K, ta: _mask(ta[0], slope, K)
+        return out, _unit(_Code(slope), _mul)
     return rule
 
 
@@ -477,7 +558,9 @@ def _biasless_rule(bias_pos: int):
         if len(rest) >= bias_pos:
             rest[bias_pos - 1] = None
         kw = {k: (None if k == "bias" else v) for k, v in kwargs.items()}
-        return out, lambda K, ta: node.target(ta[0], *rest, **kw)
+        if node.target in (F.conv2d, F.conv_transpose2d):
+            return out, _fresh(lambda K, ta: node.target(_conv_input(ta[0], K), *rest, **kw))
+        return out, _fresh(lambda K, ta: node.target(ta[0], *rest, **kw))
     return rule
 
 
@@ -512,14 +595,14 @@ def _f_batch_norm(node, args, kwargs, has_t):
         raise _unsupported(node, "batch_norm with batch statistics", "normalizing by the batch's statistics is not affine and mixes samples; call model.eval()")
     out = node.target(*args, **kwargs)
     scale = _bn_scale(kw["running_var"], kw.get("weight"), kw.get("eps", 1e-5), args[0].dim())
-    return out, lambda K, ta: ta[0] * scale
+    return out, _scale_tangent(scale)
 
 
 def _bn_scale(running_var, weight, eps, ndim):
     scale = torch.rsqrt(running_var + eps)
     if weight is not None:
         scale = scale * weight
-    return scale.reshape(1, -1, *([1] * (ndim - 2))).detach()
+    return scale.reshape(1, -1, *([1] * (ndim - 2)))
 
 
 def _f_pad(node, args, kwargs, has_t):
@@ -541,13 +624,13 @@ def _module_rule(node, mod, args, kwargs, has_t):
     if any(has_t[1:]) or kwargs:
         raise _unsupported(node, what, "it is called with extra arguments")
     if isinstance(mod, nn.Linear):
-        return mod(x), lambda K, ta: F.linear(ta[0], mod.weight)
+        return mod(x), _fresh(lambda K, ta: F.linear(ta[0], mod.weight))
     if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return mod(x), lambda K, ta: mod._conv_forward(ta[0], mod.weight, None)
+        return mod(x), _fresh(lambda K, ta: mod._conv_forward(_conv_input(ta[0], K), mod.weight, None))
     if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(mod.kernel_size)]
-        return mod(x), lambda K, ta: fn(ta[0], mod.weight, None, mod.stride, mod.padding, mod.output_padding,
-                                         mod.groups, mod.dilation)
+        return mod(x), _fresh(lambda K, ta: fn(_conv_input(ta[0], K), mod.weight, None, mod.stride, mod.padding,
+                                                mod.output_padding, mod.groups, mod.dilation))
     if isinstance(mod, nn.ReLU):
         return _relu(mod, x)
     if isinstance(mod, nn.LeakyReLU):
@@ -555,7 +638,7 @@ def _module_rule(node, mod, args, kwargs, has_t):
     if isinstance(mod, nn.Hardtanh):  # includes ReLU6
         return _hardtanh(mod, x, mod.min_val, mod.max_val)
     if isinstance(mod, nn.PReLU):
-        return _slope_rule(_prelu_slope(mod.weight.detach()), mod)(node, args, {}, has_t)
+        return _slope_rule(_prelu_slope(mod.weight), mod)(node, args, {}, has_t)
     if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
         nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
         fn = {1: F.max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}[nd]
@@ -570,7 +653,7 @@ def _module_rule(node, mod, args, kwargs, has_t):
             raise _unsupported(node, f"{what} in training mode" if mod.training else f"{what} without running statistics",
                                "normalizing by the batch's statistics is not affine and mixes samples; call model.eval()")
         scale = _bn_scale(mod.running_var, mod.weight, mod.eps, x.dim())
-        return mod(x), lambda K, ta: ta[0] * scale
+        return mod(x), _scale_tangent(scale)
     if isinstance(mod, nn.modules.dropout._DropoutNd):
         if mod.training and mod.p > 0:
             raise _unsupported(node, f"{what} in training mode", "its random mask differs between calls; call model.eval()")
@@ -591,7 +674,7 @@ def _pool_module(node, x, nd, return_indices, call):
     def tangent(K, ta):
         t = _pool_gather(ta[0], idx, K)
         return (t, None) if return_indices else t
-    return ((values, idx) if return_indices else values), tangent
+    return ((values, idx) if return_indices else values), (tangent if return_indices else _fresh(tangent))
 
 
 _LINEAR_MODULES = (
@@ -765,6 +848,30 @@ def _primal_pass(trace: _Trace, x: torch.Tensor):
     return env, carries, program, output_node
 
 
+def _reuse_buffers(program: list) -> list:
+    """Swap in the in-place variant of a tangent operation where the tangent it overwrites is a
+    fresh tensor (made by its producer, shared with no other tangent) that nothing reads later.
+
+    The graph's ``users`` tell who reads a node; the output node counts as a reader, so returned
+    tangents are never overwritten. Nodes that take part in the model's own in-place ops share
+    tangents under several names and are left alone.
+    """
+    shared = {a for *_, alias in program for a in alias} | {node for node, *_, alias in program if alias}
+    fresh, result = set(), []
+    for node, tangent, args, alias in program:
+        readers = []
+        fx.node.map_arg(args, readers.append)
+        for pos, variant in getattr(tangent, "inplace", {}).items():
+            source = args[pos] if pos < len(args) else None
+            if source in fresh and source not in shared and len(source.users) == 1 and readers.count(source) == 1:
+                tangent = _fresh(variant)
+                break
+        if getattr(tangent, "fresh", False):
+            fresh.add(node)
+        result.append((node, tangent, args, alias))
+    return result
+
+
 def _aliases(node: fx.Node, env: dict, carries: set) -> tuple:
     """The nodes whose tangent an in-place op replaces: its input and every node holding that same
     tensor (e.g. the input of an eval dropout or nn.Identity). A *different* view of the same memory
@@ -853,6 +960,8 @@ def linearize(model: nn.Module, x: torch.Tensor):
     _check_inputs(model, x, tensors)
     trace = _trace(model, modules, tensors)
     env, carries, program, output_node = _primal_pass(trace, x)
+    reusing = _reuse_buffers(program)
+    weights_need_grad = any(t.requires_grad for t in tensors)
     y = fx.node.map_arg(output_node.args[0], env.__getitem__)
     out_spec = output_node.args[0]
 
@@ -865,14 +974,12 @@ def linearize(model: nn.Module, x: torch.Tensor):
         B = x.shape[0]
         stacked = v.shape != x.shape  # the (B, K, ...) form, K = 1 included: flatten it and restore it
         t0 = v.reshape(B * K, *x.shape[1:]) if stacked else v
-        if K > 1 and t0.dim() == 4:
-            # K tangents per sample make a large image batch; oneDNN convolves channels-last
-            # batches markedly faster on CPU (2.2x for 128x16x32x32 here), and the layout
-            # propagates through convolutions and elementwise ops.
-            t0 = t0.contiguous(memory_format=torch.channels_last)
+        t0 = _conv_input(t0, K)  # a K-tangent image batch runs channels-last from the start
         tenv = {source: t0}
         get = tenv.get
-        for node, tangent, args, alias in program:
+        # In-place steps would break autograd through the tangent pass: keep them for no-grad use.
+        builds_graph = torch.is_grad_enabled() and (weights_need_grad or v.requires_grad)
+        for node, tangent, args, alias in (program if builds_graph else reusing):
             t = tenv[node] = tangent(K, fx.node.map_aggregate(args, lambda a: get(a) if isinstance(a, fx.Node) else None))
             for a in alias:
                 tenv[a] = t

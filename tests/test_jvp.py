@@ -37,6 +37,14 @@ F64_TOL = 1e-10
 F32_TOL = 1e-5
 
 
+@pytest.fixture(autouse=True, params=["grad", "no_grad"])
+def grad_mode(request):
+    """Every test runs twice: with grad enabled the tangent pass keeps autograd intact; under
+    no_grad linearize overwrites dead tangent buffers in place (a different code path)."""
+    with torch.set_grad_enabled(request.param == "grad"):
+        yield request.param
+
+
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
@@ -544,10 +552,29 @@ def test_linearize_reuses_codes_across_calls():
     model, shape = make_resnet()
     x = sample(shape, 3, 61)
     v1, v2 = sample(shape, 3, 62), sample(shape, 3, 63)
+    V = sample((2, *shape), 3, 64)
+    inputs = [t.clone() for t in (v1, v2, V)]
     _, f = linearize(model, x)
-    a = f(v1)
+    a, A = f(v1), f(V)
     f(v2)
-    assert torch.equal(f(v1), a)
+    assert torch.equal(f(v1), a) and torch.equal(f(V), A)
+    # buffers are reused in place only inside the tangent pass: the caller's tangents stay intact
+    assert all(torch.equal(t, t0) for t, t0 in zip((v1, v2, V), inputs))
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet", "generator", "misc"])
+def test_tangent_pass_is_differentiable_in_the_weights(name, grad_mode):
+    if grad_mode == "no_grad":
+        pytest.skip("gradients need autograd enabled")
+    model, shape = ZOO[name]()
+    x, v = sample(shape, 3, 65), sample(shape, 3, 66)
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    _, jv = jvp(model, x, v)
+    ours = torch.autograd.grad(jv.square().sum(), weights)
+    _, jv_ref = torch.func.jvp(model, (x,), (v,))
+    ref = torch.autograd.grad(jv_ref.square().sum(), weights)
+    for g, g_ref in zip(ours, ref):
+        assert rel_err(g, g_ref) <= F64_TOL
 
 
 # --------------------------------------------------------------------------------------------
