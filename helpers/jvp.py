@@ -149,9 +149,9 @@ def _fresh(fn: Callable, inplace: dict | None = None) -> Callable:
 
     ``inplace`` maps an argument position to a variant that writes the same result into that
     argument's tangent. ``linearize`` uses it when nothing else reads that tangent: on CPU each
-    new multi-megabyte tensor costs page faults worth about one more pass over it, so reusing
-    the buffer of a ReLU mask, a batch-norm scale or a residual sum is a large part of a
-    K-tangent pass (see :func:`_reuse_buffers`).
+    new multi-megabyte tensor can cost page faults worth more than a pass over it (when the C
+    allocator has returned such blocks to the system), so writing a ReLU mask, a batch-norm
+    scale or a residual sum into its input's buffer saves much of a K-tangent pass.
     """
     fn.fresh = True
     fn.inplace = inplace or {}
@@ -925,12 +925,16 @@ def _run(node, trace, args, kwargs):
     return getattr(args[0], node.target)(*args[1:], **kwargs)
 
 
-def linearize(model: nn.Module, x: torch.Tensor):
+def linearize(model: nn.Module, x: torch.Tensor, *, reuse_buffers: bool = True):
     """Run ``model`` on ``x`` once and return ``y`` and a function computing ``J(x) v``.
 
     The codes (activation masks, argmax indices, batch-norm scales) are computed once; each call
     of the returned function costs one forward pass of the tangent through the network with
-    biases dropped, in plain torch operations (so it is differentiable and device-agnostic).
+    biases dropped, in plain torch operations (device-agnostic, and differentiable in the
+    weights when autograd is on). Under ``torch.no_grad()`` the pass overwrites intermediate
+    tangents that nothing reads afterwards instead of allocating new ones; the caller's ``v``
+    and the returned tangents are never overwritten. With K tangents per sample, image batches
+    run channels-last into 2-D convolutions on CPU (oneDNN's fast layout).
 
     Parameters
     ----------
@@ -938,6 +942,10 @@ def linearize(model: nn.Module, x: torch.Tensor):
         A CPA network: affine layers and CPA nonlinearities, batch-norm and dropout in eval mode.
     x
         Input of shape (B, ...), floating point, on the model's device and dtype.
+    reuse_buffers
+        Overwrite dead intermediate tangents in place when autograd is off (the default). False
+        allocates a new tensor at every step, as out-of-place code does; the result is the same
+        up to rounding (for comparisons and debugging).
 
     Returns
     -------
@@ -960,7 +968,7 @@ def linearize(model: nn.Module, x: torch.Tensor):
     _check_inputs(model, x, tensors)
     trace = _trace(model, modules, tensors)
     env, carries, program, output_node = _primal_pass(trace, x)
-    reusing = _reuse_buffers(program)
+    reusing = _reuse_buffers(program) if reuse_buffers else program
     weights_need_grad = any(t.requires_grad for t in tensors)
     y = fx.node.map_arg(output_node.args[0], env.__getitem__)
     out_spec = output_node.args[0]

@@ -562,6 +562,16 @@ def test_linearize_reuses_codes_across_calls():
     assert all(torch.equal(t, t0) for t, t0 in zip((v1, v2, V), inputs))
 
 
+@pytest.mark.parametrize("name", ["resnet", "vgg", "generator", "misc", "maxnet"])
+def test_buffer_reuse_changes_no_result(name):
+    model, shape = ZOO[name]()
+    x, V = sample(shape, 3, 67), sample((3, *shape), 3, 68)
+    with torch.no_grad():  # where reuse is on
+        reused = linearize(model, x)[1](V)
+        fresh = linearize(model, x, reuse_buffers=False)[1](V)
+    assert rel_err(reused, fresh) <= F64_TOL
+
+
 @pytest.mark.parametrize("name", ["mlp", "resnet", "generator", "misc"])
 def test_tangent_pass_is_differentiable_in_the_weights(name, grad_mode):
     if grad_mode == "no_grad":
