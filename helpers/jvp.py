@@ -986,7 +986,7 @@ def linearize(model: nn.Module, x: torch.Tensor, *, reuse_buffers: bool = True):
         tenv = {source: t0}
         get = tenv.get
         # In-place steps would break autograd through the tangent pass: keep them for no-grad use.
-        builds_graph = torch.is_grad_enabled() and (weights_need_grad or v.requires_grad)
+        builds_graph = torch.is_grad_enabled() and (weights_need_grad or x.requires_grad or v.requires_grad)
         for node, tangent, args, alias in (program if builds_graph else reusing):
             t = tenv[node] = tangent(K, fx.node.map_aggregate(args, lambda a: get(a) if isinstance(a, fx.Node) else None))
             for a in alias:

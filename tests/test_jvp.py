@@ -572,6 +572,17 @@ def test_buffer_reuse_changes_no_result(name):
     assert rel_err(reused, fresh) <= F64_TOL
 
 
+@pytest.mark.parametrize("name", ["resnet", "misc"])
+def test_frozen_weights_with_an_input_that_requires_grad(name, grad_mode):
+    # The codes then carry autograd history through x; in-place kernels would refuse them.
+    model, shape = ZOO[name]()
+    model.requires_grad_(False)
+    x, v = sample(shape, 3, 69).requires_grad_(), sample(shape, 3, 70)
+    _, jv = jvp(model, x, v)
+    with torch.no_grad():
+        assert rel_err(jv, ref_jvp(model, x, v)[1]) <= F64_TOL
+
+
 @pytest.mark.parametrize("name", ["mlp", "resnet", "generator", "misc"])
 def test_tangent_pass_is_differentiable_in_the_weights(name, grad_mode):
     if grad_mode == "no_grad":

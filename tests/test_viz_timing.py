@@ -3,7 +3,6 @@
 import time
 
 import ipywidgets as widgets
-from ipywidgets.widgets.widget_link import Link
 import matplotlib
 import pytest
 
@@ -25,8 +24,10 @@ def test_frame_slider_links_slider_index_to_stack_in_javascript():
     slider, stack = box.children
     assert isinstance(stack, widgets.Stack) and len(stack.children) == 2
     assert all(bytes(img.value).startswith(b"\x89PNG") for img in stack.children)
-    links = [w for w in widgets.Widget.widgets.values() if isinstance(w, Link)
-             and w.source == (slider, "index") and w.target == (stack, "selected_index")]
+    state = widgets.Widget.get_manager_state(drop_defaults=False)["state"]  # what the page embeds
+    links = [m for m in state.values() if m["model_name"] == "LinkModel"
+             and m["state"]["source"] == [f"IPY_MODEL_{slider.model_id}", "index"]
+             and m["state"]["target"] == [f"IPY_MODEL_{stack.model_id}", "selected_index"]]
     assert links, "the slider must be jslinked by its index, so the static page switches frames"
     slider.index = 1  # in a kernel the link is kept by the front end; the model values stay consistent
     assert slider.label == "two"
