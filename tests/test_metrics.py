@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.metrics import density_coverage, frechet_distance, knn_radii, precision_recall
+from helpers.metrics import density_coverage, frechet_distance, knn_radii, manifold_metrics, precision_recall
 
 FAST = settings(max_examples=15, deadline=None, database=None, derandomize=True)
 
@@ -93,6 +93,28 @@ def test_property_precision_recall_and_density_coverage_equal_brute_force(seed, 
     density, coverage = density_coverage(real, fake, k, block_size=4)
     ref_density, ref_coverage = brute_density_coverage(real, fake, k)
     assert math.isclose(density, ref_density, rel_tol=1e-12) and coverage == ref_coverage
+
+
+@given(seed=st.integers(0, 10_000), n_real=st.integers(6, 25), n_fake=st.integers(6, 25),
+       F=st.integers(1, 4), k=st.integers(1, 5), grid=st.booleans())
+@FAST
+def test_property_manifold_metrics_equal_brute_force(seed, n_real, n_fake, F, k, grid):
+    real, fake = two_sets(seed, n_real, n_fake, F)
+    if grid:  # integer points: exact ties on the balls' boundaries, and duplicates
+        real, fake = np.round(real), np.round(fake)
+    ref_precision, ref_recall = brute_precision_recall(real, fake, k)
+    ref_density, ref_coverage = brute_density_coverage(real, fake, k)
+    for radii in (None, knn_radii(real, k), torch.as_tensor(knn_radii(real, k))):
+        got = manifold_metrics(real, fake, k, real_radii=radii, block_size=4)
+        assert (got["precision"], got["recall"], got["coverage"]) == (ref_precision, ref_recall, ref_coverage)
+        assert math.isclose(got["density"], ref_density, rel_tol=1e-12)
+
+
+def test_manifold_metrics_rejects_radii_of_another_set():
+    real, fake = two_sets(9, 20, 15, 3)
+    for bad in (knn_radii(fake, 3), -knn_radii(real, 3), np.full(20, np.nan)):
+        with pytest.raises(ValueError, match=r"real_radii must be knn_radii\(real_features, k\)"):
+            manifold_metrics(real, fake, 3, real_radii=bad)
 
 
 def test_identical_sets_have_precision_and_recall_one():
