@@ -107,7 +107,7 @@ def _unsupported(node: fx.Node, what: str, why: str) -> UnsupportedLayerError:
     return UnsupportedLayerError(
         f"{what} at {_where(node)} is not supported by the CPA JVP: {why}. "
         "Supported: affine layers (Linear, Conv, ConvTranspose, pooling, eval BatchNorm, reshapes, "
-        "residual sums) and CPA nonlinearities (ReLU, LeakyReLU, PReLU, Hardtanh/ReLU6, abs, clamp, max)."
+        "residual sums) and CPA nonlinearities (ReLU, LeakyReLU, PReLU, Hardtanh/ReLU6, abs, clamp, max/amax, where with a comparison mask)."
     )
 
 
@@ -474,6 +474,45 @@ def _max_rule(node, args, kwargs, has_t):
     return result, tangent
 
 
+def _amax_rule(node, args, kwargs, has_t):
+    """torch.amax / amin: the tangent averaged over the entries that tie for the extreme value,
+    as autograd does (unlike torch.max, which picks one index)."""
+    name = node.target if isinstance(node.target, str) else node.target.__name__
+    x = args[0]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", ())
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    dims = tuple(range(x.dim())) if dim in ((), []) else tuple(d % x.dim() for d in ((dim,) if isinstance(dim, int) else dim))
+    if 0 in dims:
+        raise _unsupported(node, f"'{name}' over the batch axis", "it mixes samples")
+    out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(x, node.target)(*args[1:], **kwargs)
+    ties = (x == out if keepdim else x == out.reshape([1 if d in dims else n for d, n in enumerate(x.shape)])).to(x.dtype)
+    weights = _Code(ties / ties.sum(dims, keepdim=True))     # 1/(number of tied entries) on each tie, else 0
+
+    def tangent(K, ta):
+        return _per_sample(ta[0], weights, K, _mul).sum(dims, keepdim=keepdim)
+    return out, tangent
+
+
+def _where_rule(node, args, kwargs, has_t):
+    """torch.where(cond, a, b): cond is piecewise constant (a comparison), so the tangent picks the
+    tangent of the branch chosen in the primal, per sample."""
+    if has_t[0]:
+        raise _unsupported(node, "torch.where with an input-dependent condition tensor",
+                           "the condition must be a boolean mask (a comparison), not a value")
+    if len(args) != 3 or kwargs:
+        raise _unsupported(node, "torch.where with one argument", "it returns indices, not values")
+    cond, a, b = args
+    out = torch.where(cond, a, b)
+    pick_a = _Code(torch.broadcast_to(cond, out.shape).to(out.dtype))
+    pick_b = _Code(1 - pick_a.plain)
+
+    def tangent(K, ta):
+        parts = [_per_sample(torch.broadcast_to(t, (t.shape[0], *out.shape[1:])), pick, K, _mul)
+                 for t, pick in ((ta[1], pick_a), (ta[2], pick_b)) if t is not None]
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+    return out, tangent
+
+
 def _cat_rule(node, args, kwargs, has_t):
     out = node.target(*args, **kwargs)
     members = args[0]
@@ -719,6 +758,7 @@ FUNCTION_RULES: dict = {
     F.prelu: _functional_act("prelu"), torch.prelu: _functional_act("prelu"),
     torch.abs: _abs_rule, operator.abs: _abs_rule,
     torch.max: _max_rule, torch.min: _max_rule, torch.maximum: _max_rule, torch.minimum: _max_rule,
+    torch.amax: _amax_rule, torch.amin: _amax_rule, torch.where: _where_rule,
     torch.cat: _cat_rule, torch.concat: _cat_rule, torch.stack: _cat_rule,
     torch.reshape: _reshape_rule,
     torch.chunk: _split_rule, torch.split: _split_rule, torch.unbind: _split_rule,
@@ -740,8 +780,9 @@ METHOD_RULES: dict = {
     "neg": _neg_rule, "mul": _mul_rule, "mul_": _mul_rule, "div": _div_rule, "div_": _div_rule,
     "matmul": _matmul_rule, "mm": _matmul_rule, "bmm": _matmul_rule,
     "relu": _functional_act("relu"), "relu_": _functional_act("relu"), "clamp": _functional_act("clamp"),
-    "clip": _functional_act("clamp"), "abs": _abs_rule,
-    "max": _max_rule, "min": _max_rule, "maximum": _max_rule, "minimum": _max_rule,
+    "clip": _functional_act("clamp"), "clamp_": _functional_act("clamp"), "clip_": _functional_act("clamp"),
+    "abs": _abs_rule, "max": _max_rule, "min": _max_rule, "maximum": _max_rule, "minimum": _max_rule,
+    "amax": _amax_rule, "amin": _amax_rule,
     "view": _reshape_rule, "reshape": _reshape_rule, "expand": _reshape_rule,
     "chunk": _split_rule, "split": _split_rule, "unbind": _split_rule,
     **{m: _linear_rule for m in _LINEAR_METHODS}, **{m: _nondiff_rule for m in _NONDIFF_METHODS},

@@ -795,6 +795,93 @@ def test_inplace_through_aliases(cls, K):
     assert_matches_func_jvp(model, x, v, K)
 
 
+class AmaxNet(nn.Module):
+    """torch.amax / .amin over feature axes; ReLU zeros make exact ties, where autograd averages."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 12), nn.Linear(7, 2)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x)).view(x.size(0), 3, 4)
+        g = torch.cat([torch.amax(h, dim=1), h.amin(-1, keepdim=True).flatten(1)], 1)   # ties among zeros
+        return self.fc2(g)
+
+
+class WhereNet(nn.Module):
+    """torch.where with a comparison mask: a leaky unit written by hand, and a constant branch."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        g = torch.where(h > 0, h, 0.1 * h) + torch.where(h > 0.5, self.fc2(x), 0.0)
+        return self.fc3(g)
+
+
+class ClampInplace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        h.clamp_(-0.3, 0.4)
+        return self.fc2(h)
+
+
+@pytest.mark.parametrize("cls", [AmaxNet, WhereNet, ClampInplace])
+@pytest.mark.parametrize("K", [None, 3])
+def test_amax_where_and_inplace_clamp(cls, K):
+    torch.manual_seed(8)
+    model = cls().double().eval()
+    x = sample((4,), 7, 95)
+    v = sample((4,), 7, 96) if K is None else sample((K, 4), 7, 96)
+    if cls is AmaxNet:  # the premise of the tie check: some rows of h are all zero
+        with torch.no_grad():
+            assert (F.relu(model.fc1(x)).view(7, 3, 4).amax(1) == 0).any()
+    assert_matches_func_jvp(model, x, v, K)
+
+
+@pytest.mark.parametrize("K", [None, 2])
+def test_amax_ties_average_the_tangents(K):
+    # Integer weights and inputs make exact ties whose tangents differ: autograd averages them.
+    model = nn.Sequential(nn.Linear(2, 3, bias=False), nn.Flatten()).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]]))
+
+    class Top(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = model
+
+        def forward(self, x):
+            return self.body(x).amax(1, keepdim=True)
+
+    x = torch.tensor([[3.0, 3.0], [2.0, 5.0]], dtype=torch.float64)   # row 0 ties (3, 3, 0); row 1 does not
+    v = sample((2,), 2, 97) if K is None else sample((K, 2), 2, 97)
+    assert_matches_func_jvp(Top(), x, v, K)
+    _, jv = jvp(Top(), x, v)
+    first = v[0] if K is None else v[0, 0]
+    assert torch.allclose((jv[0] if K is None else jv[0, 0]).squeeze(), first.mean())   # (v0 + v1) / 2
+
+
+def test_amax_over_the_batch_axis_is_refused():
+    with pytest.raises(UnsupportedLayerError, match="'amax' over the batch axis"):
+        jvp(Batchwise(), torch.randn(5, 4), torch.randn(5, 4))
+
+
+class Batchwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.amax(self.fc(x), dim=0, keepdim=True)
+
+
 class InplaceOnSlice(nn.Module):
     def __init__(self):
         super().__init__()
