@@ -289,8 +289,7 @@ def kmeans_cost(X: Any, labels: Any) -> float:
     -------
     float
     """
-    X, labels = np.asarray(X, dtype=np.float64), np.asarray(labels)
-    return float(sum(((X[labels == a] - X[labels == a].mean(0)) ** 2).sum() for a in np.unique(labels)))
+    return float(sum(((C - C.mean(0)) ** 2).sum() for C in _clusters(X, labels)))
 
 
 def max_half_diameter(X: Any, labels: Any) -> float:
@@ -305,8 +304,13 @@ def max_half_diameter(X: Any, labels: Any) -> float:
     -------
     float
     """
+    return float(max(cdist(C, C).max() / 2 for C in _clusters(X, labels)))
+
+
+def _clusters(X: Any, labels: Any) -> list[np.ndarray]:
+    """The points of each non-empty cluster, in label order."""
     X, labels = np.asarray(X, dtype=np.float64), np.asarray(labels)
-    return float(max(cdist(X[labels == a], X[labels == a]).max() / 2 for a in np.unique(labels)))
+    return [X[labels == a] for a in np.unique(labels)]
 
 
 def _means(X: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

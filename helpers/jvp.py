@@ -117,17 +117,15 @@ def _unsupported(node: fx.Node, what: str, why: str) -> UnsupportedLayerError:
 # --------------------------------------------------------------------------------------------
 
 
-def _per_sample(t: torch.Tensor, code, K: int, op: Callable, inplace: bool = False) -> torch.Tensor:
+def _per_sample(t: torch.Tensor, code: "_Code", K: int, op: Callable, inplace: bool = False) -> torch.Tensor:
     """``op(t, code, out)`` where ``code`` has one row per sample and ``t`` has K rows per sample.
 
     ``op`` is elementwise; with ``inplace`` it writes the result into ``t`` (``out=t``).
     """
-    code = code.like(t) if isinstance(code, _Code) else code
+    code = code.like(t)
     if K == 1 or code.dim() < t.dim() or code.shape[0] == 1:
         return op(t, code, t if inplace else None)
     B = code.shape[0]
-    if code.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        code = code.contiguous(memory_format=torch.channels_last)  # 1/K of the tangent's size
     tk = t.view(B, K, *t.shape[1:])
     out = op(tk, code.unsqueeze(1), tk if inplace else None)
     return out.reshape(B * K, *out.shape[2:])
@@ -258,10 +256,6 @@ def _slope_rule(slope_of: Callable[[torch.Tensor], torch.Tensor], op: Callable):
     return rule
 
 
-def _relu_slope(x):
-    return (x > 0).to(x.dtype)
-
-
 # The three common units use autograd's own fused backward kernels with the primal as code:
 # one pass over the tangent and no mask to build (building a float mask cost 5x a ReLU).
 def _relu(call, x, *rest, **kw):
@@ -287,12 +281,6 @@ def _hardtanh(call, x, lo, hi, *rest, **kw):
 def _leaky_slope(negative_slope):
     def slope(x):  # built in x's dtype: a float32 scalar 0.01 would differ from autograd's in float64
         return torch.full_like(x, negative_slope).masked_fill_(x > 0, 1.0)
-    return slope
-
-
-def _hardtanh_slope(lo, hi):
-    def slope(x):
-        return ((x > lo) & (x < hi)).to(x.dtype)
     return slope
 
 
@@ -397,7 +385,10 @@ def _mul_rule(node, args, kwargs, has_t):
     out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
     i = _only(has_t, node, "a product")
     const = args[1 - i]
-    return out, lambda K, ta: _per_sample(ta[i], const, K, _mul) if isinstance(const, torch.Tensor) else ta[i] * const
+    if not isinstance(const, torch.Tensor):
+        return out, lambda K, ta: ta[i] * const
+    code = _Code(const)
+    return out, lambda K, ta: _per_sample(ta[i], code, K, _mul)
 
 
 def _div_rule(node, args, kwargs, has_t):
@@ -405,7 +396,10 @@ def _div_rule(node, args, kwargs, has_t):
         raise _unsupported(node, "a division", "the denominator depends on the input")
     out = node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(*args[1:], **kwargs)
     const = args[1]
-    return out, lambda K, ta: _per_sample(ta[0], const, K, lambda t, c, out: torch.div(t, c)) if isinstance(const, torch.Tensor) else ta[0] / const
+    if not isinstance(const, torch.Tensor):
+        return out, lambda K, ta: ta[0] / const
+    code = _Code(const)
+    return out, lambda K, ta: _per_sample(ta[0], code, K, lambda t, c, out: torch.div(t, c))
 
 
 def _matmul_rule(node, args, kwargs, has_t):
@@ -442,7 +436,7 @@ def _max_rule(node, args, kwargs, has_t):
         out = (torch.maximum if is_max else torch.minimum)(x, other)
         pick_a = (x > other) if is_max else (x < other)
         tie = (x == other)
-        w_a = torch.where(tie, 0.5, pick_a.to(x.dtype)).to(x.dtype)  # autograd splits ties evenly
+        w_a = _Code(torch.where(tie, 0.5, pick_a.to(x.dtype)).to(x.dtype))  # autograd splits ties evenly
 
         def tangent(K, ta):
             a = ta[0] if ta[0] is not None else 0.0
@@ -1024,7 +1018,6 @@ def linearize(model: nn.Module, x: torch.Tensor, *, reuse_buffers: bool = True):
         B = x.shape[0]
         stacked = v.shape != x.shape  # the (B, K, ...) form, K = 1 included: flatten it and restore it
         t0 = v.reshape(B * K, *x.shape[1:]) if stacked else v
-        t0 = _conv_input(t0, K)  # a K-tangent image batch runs channels-last from the start
         tenv = {source: t0}
         get = tenv.get
         # In-place steps would break autograd through the tangent pass: keep them for no-grad use.

@@ -257,15 +257,17 @@ def _top_singular_values(singular_values, top_k) -> torch.Tensor:
     return sigma.sort(dim=1, descending=True).values[:, :k]
 
 
-def _warn_rank_deficient(top: torch.Tensor) -> None:
-    """One warning counting the samples with a zero among their top singular values."""
+def _log_volume(top: torch.Tensor, warn: bool = True) -> torch.Tensor:
+    """``sum_k log sigma_k`` per row, with one warning counting the rows that are -inf
+    (a zero among their top singular values)."""
     degenerate = int((top[:, -1] == 0).sum())
-    if degenerate:
+    if warn and degenerate:
         # stacklevel 3: past this helper and the public function, at the caller's line
         warnings.warn(f"{degenerate} of {top.shape[0]} samples have a rank-deficient Jacobian (a zero among "
                       f"their top {top.shape[1]} singular values): their log-volume is -inf, i.e. weight 0. "
                       "Lower top_k to the rank, or look for dead units in the generator.",
                       RuntimeWarning, stacklevel=3)
+    return top.log().sum(dim=1)
 
 
 def log_volume_from_singular_values(singular_values: torch.Tensor | np.ndarray,
@@ -294,8 +296,7 @@ def log_volume_from_singular_values(singular_values: torch.Tensor | np.ndarray,
         If the input is not 2-D, has negative, NaN or inf entries, or ``top_k`` is out of range.
     """
     top = _top_singular_values(singular_values, top_k)
-    _warn_rank_deficient(top)
-    return top.log().sum(dim=1)
+    return _log_volume(top)
 
 
 def log_volume_from_jacobian(J: torch.Tensor, top_k: int | None = None, *, solver: str = "eigh",
@@ -318,8 +319,7 @@ def log_volume_from_jacobian(J: torch.Tensor, top_k: int | None = None, *, solve
         Shape (B,), float64.
     """
     top = singular_values_from_jacobian(J, top_k, solver=solver, rtol=rtol)
-    _warn_rank_deficient(top)
-    return top.log().sum(dim=1)
+    return _log_volume(top)
 
 
 def singular_values(generator: nn.Module, z: torch.Tensor, top_k: int | None = None, *,
@@ -366,8 +366,7 @@ def log_volume(generator: nn.Module, z: torch.Tensor, top_k: int | None = None, 
         rank-deficient within the top ``top_k`` singular values.
     """
     top = singular_values(generator, z, top_k, method=method, chunk_size=chunk_size, solver=solver, rtol=rtol)
-    _warn_rank_deficient(top)
-    return top.log().sum(dim=1)
+    return _log_volume(top)
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,9 +526,7 @@ def polarity_weights(singular_values, rho: float, top_k: int | None = None) -> n
     """
     rho = _check_rho(rho)
     top = _top_singular_values(singular_values, top_k)
-    if rho != 0:  # at rho = 0 a zero volume changes nothing, so the warning would be noise
-        _warn_rank_deficient(top)
-    lv = top.log().sum(dim=1)
+    lv = _log_volume(top, warn=rho != 0)  # at rho = 0 a zero volume changes nothing: no warning
     return polarity_weights_from_log_volume(lv, rho)
 
 

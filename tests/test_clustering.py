@@ -161,33 +161,33 @@ def instances(draw, max_n: int):
     return X, k, draw(st.floats(0.0, 1.5))
 
 
-@FAST
-@given(inst=instances(max_n=40))
-def test_greedy_keeps_the_radius_and_never_fails_above_the_bracket(inst):
+def solve_in_bracket(inst, method):
+    """Solve at a radius drawn across the feasibility bracket: infeasible only below its top end,
+    valid whenever it returns. Returns the result, or None when infeasible."""
     X, k, frac = inst
     lo, hi = feasible_radius_bracket(X, k)
     r = max(lo + frac * (hi - lo), 1e-9)
     try:
-        res = radius_kmeans(X, k, r, method="greedy")
+        res = radius_kmeans(X, k, r, method=method)
     except InfeasibleRadiusError:
         assert r < hi
-        return
+        return None
     assert_valid(X, k, r, res)
+    return res
+
+
+@FAST
+@given(inst=instances(max_n=40))
+def test_greedy_keeps_the_radius_and_never_fails_above_the_bracket(inst):
+    solve_in_bracket(inst, "greedy")
 
 
 @settings(max_examples=10, deadline=None, database=None, derandomize=True)
 @given(inst=instances(max_n=18))
 def test_sdp_keeps_the_radius_and_its_bound_is_below_its_cost(inst):
-    X, k, frac = inst
-    lo, hi = feasible_radius_bracket(X, k)
-    r = max(lo + frac * (hi - lo), 1e-9)
-    try:
-        res = radius_kmeans(X, k, r, method="sdp")
-    except InfeasibleRadiusError:
-        assert r < hi
-        return
-    assert_valid(X, k, r, res)
-    assert res.lower_bound is not None and res.lower_bound <= res.cost + 1e-9
+    res = solve_in_bracket(inst, "sdp")
+    if res is not None:
+        assert res.lower_bound is not None and res.lower_bound <= res.cost + 1e-9
 
 
 # --------------------------------------------------------------------------- specific behaviour

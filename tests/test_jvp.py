@@ -70,6 +70,11 @@ def assert_matches_func_jvp(model, x, v, K):
         ref = torch.stack([ref_jvp(model, x, v[:, k])[1] for k in range(K)], 1)
     assert rel_err(jv, ref) <= F64_TOL
 
+def sample_xv(shape, batch, seed, K):
+    """An input and a tangent for it: of the input's shape, or with K tangents per sample when K is set."""
+    x = sample(shape, batch, seed)
+    return x, sample(shape if K is None else (K, *shape), batch, seed + 1)
+
 def ref_jvp(model, x, v):
     """Forward-mode autodiff oracle."""
     with torch.no_grad():
@@ -344,12 +349,7 @@ def sample(shape, batch, seed, dtype=torch.float64, scale=1.0):
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_float64_matches_func_jvp(name):
     model, shape = ZOO[name]()
-    x, v = sample(shape, 5, 1), sample(shape, 5, 2)
-    y, jv = jvp(model, x, v)
-    with torch.no_grad():
-        assert torch.equal(y, model(x))
-    y_ref, jv_ref = ref_jvp(model, x, v)
-    assert rel_err(jv, jv_ref) <= F64_TOL
+    assert_matches_func_jvp(model, sample(shape, 5, 1), sample(shape, 5, 2), None)
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -463,10 +463,9 @@ def test_codes_are_nontrivial():
 PROP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@PROP
-@given(width=st.integers(1, 24), depth=st.integers(1, 6), batch=st.integers(1, 9), seed=st.integers(0, 2**16))
-def test_property_mlp(width, depth, batch, seed):
-    model, shape = make_mlp(width=width, depth=depth, seed=seed)
+def assert_property_case(make, width, depth, batch, seed):
+    """One drawn architecture: exact primal, tangent equal to torch.func.jvp."""
+    model, shape = make(width=width, depth=depth, seed=seed)
     x, v = sample(shape, batch, seed + 1), sample(shape, batch, seed + 2)
     y, jv = jvp(model, x, v)
     with torch.no_grad():
@@ -479,33 +478,21 @@ def test_property_mlp(width, depth, batch, seed):
 
 
 @PROP
+@given(width=st.integers(1, 24), depth=st.integers(1, 6), batch=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_property_mlp(width, depth, batch, seed):
+    assert_property_case(make_mlp, width, depth, batch, seed)
+
+
+@PROP
 @given(width=st.integers(1, 6), depth=st.integers(1, 3), batch=st.integers(1, 9), seed=st.integers(0, 2**16))
 def test_property_cnn(width, depth, batch, seed):
-    model, shape = make_cnn(width=width, depth=depth, seed=seed)
-    x, v = sample(shape, batch, seed + 1), sample(shape, batch, seed + 2)
-    y, jv = jvp(model, x, v)
-    with torch.no_grad():
-        assert torch.equal(y, model(x))
-    _, jv_ref = ref_jvp(model, x, v)
-    if jv_ref.abs().max() == 0:
-        assert torch.equal(jv, jv_ref)
-    else:
-        assert rel_err(jv, jv_ref) <= F64_TOL
+    assert_property_case(make_cnn, width, depth, batch, seed)
 
 
 @PROP
 @given(width=st.integers(1, 5), depth=st.integers(1, 3), batch=st.integers(1, 9), seed=st.integers(0, 2**16))
 def test_property_resnet(width, depth, batch, seed):
-    model, shape = make_resnet(width=width, depth=depth, seed=seed)
-    x, v = sample(shape, batch, seed + 1), sample(shape, batch, seed + 2)
-    y, jv = jvp(model, x, v)
-    with torch.no_grad():
-        assert torch.equal(y, model(x))
-    _, jv_ref = ref_jvp(model, x, v)
-    if jv_ref.abs().max() == 0:
-        assert torch.equal(jv, jv_ref)
-    else:
-        assert rel_err(jv, jv_ref) <= F64_TOL
+    assert_property_case(make_resnet, width, depth, batch, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,18 +648,10 @@ def test_inplace_relu(cls, K):
     torch.manual_seed(5)
     model = cls().double().eval()
     d = model.fc1.in_features
-    x = sample((d,), 6, 91)
-    v = sample((d,), 6, 92) if K is None else sample((K, d), 6, 92)
+    x, v = sample_xv((d,), 6, 91, K)
     x_before = x.clone()
-    y, jv = jvp(model, x, v)
+    assert_matches_func_jvp(model, x, v, K)
     assert torch.equal(x, x_before)
-    with torch.no_grad():
-        assert torch.equal(y, model(x))
-    if K is None:
-        ref = ref_jvp(model, x, v)[1]
-    else:
-        ref = torch.stack([ref_jvp(model, x, v[:, k])[1] for k in range(K)], 1)
-    assert rel_err(jv, ref) <= F64_TOL
 
 
 class ConstNet(nn.Module):
@@ -704,8 +683,7 @@ class ConstNet(nn.Module):
 def test_constants(K):
     torch.manual_seed(6)
     model = ConstNet().double().eval()
-    x = sample((3,), 5, 101)
-    v = sample((3,), 5, 102) if K is None else sample((K, 3), 5, 102)
+    x, v = sample_xv((3,), 5, 101, K)
     assert_matches_func_jvp(model, x, v, K)
 
 
@@ -790,8 +768,7 @@ class ViewUnusedBase(nn.Module):
 def test_inplace_through_aliases(cls, K):
     torch.manual_seed(7)
     model = cls().double().eval()
-    x = sample((4,), 5, 93)
-    v = sample((4,), 5, 94) if K is None else sample((K, 4), 5, 94)
+    x, v = sample_xv((4,), 5, 93, K)
     assert_matches_func_jvp(model, x, v, K)
 
 
@@ -837,8 +814,7 @@ class ClampInplace(nn.Module):
 def test_amax_where_and_inplace_clamp(cls, K):
     torch.manual_seed(8)
     model = cls().double().eval()
-    x = sample((4,), 7, 95)
-    v = sample((4,), 7, 96) if K is None else sample((K, 4), 7, 96)
+    x, v = sample_xv((4,), 7, 95, K)
     if cls is AmaxNet:  # the premise of the tie check: some rows of h are all zero
         with torch.no_grad():
             assert (F.relu(model.fc1(x)).view(7, 3, 4).amax(1) == 0).any()
@@ -930,8 +906,7 @@ class TwoOutputs(nn.Module):
 @pytest.mark.parametrize("K", [None, 1, 2])
 def test_tuple_output_with_constant_member(K):
     model = TwoOutputs().double().eval()
-    x = sample((4,), 3, 96)
-    v = sample((4,), 3, 97) if K is None else sample((K, 4), 3, 97)
+    x, v = sample_xv((4,), 3, 96, K)
     (y1, y2), (t1, t2) = jvp(model, x, v)
     with torch.no_grad():
         r1, r2 = model(x)
