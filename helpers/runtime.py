@@ -1,6 +1,6 @@
 """Run-time settings shared by every notebook: mode, seed, threads and device.
 
-Every chapter starts with ``env = setup(seed=0)``, which reads three environment variables,
+Every chapter starts with ``env = setup()``, which reads these environment variables,
 applies them once and prints them in one line:
 
 ``BOOK_MODE``
@@ -12,11 +12,22 @@ applies them once and prints them in one line:
     a positive integer; unset means one thread per parallel test worker and otherwise
     all cores. On a 2-core machine, oversubscribed BLAS and torch threads slowed work
     10-30 times, which is why the thread count is set once, here, for torch, OpenMP and BLAS.
+``BOOK_SEED``
+    the notebook's one base seed (default 0). Every random choice of a page derives from it
+    through :meth:`Runtime.rng`, :meth:`Runtime.torch_gen` or :meth:`Runtime.seed_for`, so
+    ``BOOK_SEED=1`` reruns the whole page on other data splits, weights, latents and trials.
+    Data that reproduce a paper's own instance keep a named constant seed instead.
+``BOOK_STRICT``
+    ``1`` makes a claim check that fails in this run raise (``make book``); unset or ``0``
+    shows it as a visible note (readers, ``make test``, ``make sweep``). See
+    :mod:`helpers.claims`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import random
 from dataclasses import dataclass
 
@@ -39,8 +50,120 @@ class Runtime:
         """True in quick mode (tests, CI)."""
         return self.mode == "quick"
 
+    @property
+    def exact_dtype(self) -> "torch.dtype":  # noqa: F821
+        """float64 for exact checks, or float32 on MPS, which has no float64."""
+        import torch
+
+        return torch.float32 if self.device.type == "mps" else torch.float64
+
+    @property
+    def device_name(self) -> str:
+        """The hardware the page ran on, in words for the prose: a GPU's name, or the CPU's."""
+        return device_name(self.device, self.threads)
+
+    def seed_for(self, *tags: str | int) -> int:
+        """A 63-bit seed derived from the base seed and ``tags``, e.g. ``seed_for("vae", s)``.
+
+        The same tags give the same seed in every run with the same base seed; different
+        tags give independent streams. Strings are hashed (not Python's salted ``hash``).
+        """
+        return derive_seed(self.seed, *tags)
+
+    def rng(self, *tags: str | int) -> np.random.Generator:
+        """A numpy generator for the stream named by ``tags`` (see :meth:`seed_for`)."""
+        return np.random.default_rng(self.seed_for(*tags))
+
+    def torch_gen(self, *tags: str | int, device=None) -> "torch.Generator":  # noqa: F821
+        """A torch generator for the stream named by ``tags``, on ``device`` (default CPU).
+
+        Draw on the CPU and move the result (``torch.randn(..., generator=g).to(dev)``) when
+        the numbers must not depend on the device: a CUDA generator gives other numbers.
+        """
+        import torch
+
+        return torch.Generator(device=device or "cpu").manual_seed(self.seed_for(*tags))
+
     def __str__(self) -> str:
         return f"mode={self.mode} seed={self.seed} threads={self.threads} device={self.device}"
+
+
+def _tag_int(tag: str | int) -> int:
+    if isinstance(tag, (bool, np.bool_)) or not isinstance(tag, (str, int, np.integer)):
+        raise TypeError(f"seed tags are strings or integers, got {tag!r}")
+    if isinstance(tag, str):  # a stable hash: Python's hash() of a str changes per process
+        return int.from_bytes(hashlib.blake2b(tag.encode(), digest_size=8).digest(), "little")
+    if tag < 0:
+        raise ValueError(f"integer seed tags must be non-negative, got {tag}")
+    return int(tag)
+
+
+def derive_seed(base: int, *tags: str | int) -> int:
+    """A seed for the stream ``tags`` of base seed ``base``, through numpy's ``SeedSequence``.
+
+    Examples
+    --------
+    >>> derive_seed(0, "vae", 1) == derive_seed(0, "vae", 1)
+    True
+    >>> derive_seed(0, "vae", 1) != derive_seed(1, "vae", 1) != derive_seed(0, "vae", 2)
+    True
+    """
+    entropy = [_check_seed(base)] + [_tag_int(t) for t in tags]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def device_name(device, threads: int | None = None) -> str:
+    """A short name of ``device`` for prose: the GPU's model, or the CPU's with the thread count."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "an Apple GPU (MPS)"
+    cpu = _cpu_model() or platform.machine() or "CPU"
+    return f"{cpu}, {threads} thread{'s' if threads != 1 else ''}" if threads else cpu
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def get_seed() -> int:
+    """The base seed from ``BOOK_SEED`` (default 0).
+
+    Raises
+    ------
+    ValueError
+        If ``BOOK_SEED`` is not a non-negative integer.
+    """
+    raw = os.environ.get("BOOK_SEED", "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise ValueError(f"BOOK_SEED must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+def strict() -> bool:
+    """True when ``BOOK_STRICT=1``: a claim check that fails in this run raises.
+
+    Raises
+    ------
+    ValueError
+        If ``BOOK_STRICT`` holds anything but ``0``/``1`` (or nothing).
+    """
+    raw = os.environ.get("BOOK_STRICT", "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"BOOK_STRICT must be 0 or 1, got {raw!r}")
+    return raw == "1"
 
 
 def get_mode() -> str:
@@ -115,12 +238,17 @@ def get_device(prefer: str | None = None) -> "torch.device":  # noqa: F821
     return device
 
 
+def _check_seed(seed) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's generators (all devices) with ``seed``."""
     import torch
 
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = _check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -136,13 +264,36 @@ def set_threads(n: int) -> None:
     threadpool_limits(limits=n)  # OpenMP and BLAS pools already loaded in this process
 
 
-def setup(seed: int = 0, verbose: bool = True) -> Runtime:
+def exact_float32() -> None:
+    """Make float32 convolutions and matrix products full float32 on GPUs (no TF32).
+
+    torch lets cuDNN convolve float32 in TF32 (10-bit mantissa) by default, which breaks
+    float32 agreement checks at 1e-4 on Ampere and newer GPUs. No effect on a CPU.
+    """
+    import torch
+
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+
+
+_CURRENT: Runtime | None = None
+
+
+def current() -> Runtime | None:
+    """The settings of the last :func:`setup` in this process, or None before it."""
+    return _CURRENT
+
+
+def setup(seed: int | None = None, verbose: bool = True) -> Runtime:
     """Fix mode, seed, threads and device once, and print them in one line.
 
     Parameters
     ----------
     seed
-        Seed for Python, numpy and torch.
+        The base seed; None (the default, and what chapters use) reads ``BOOK_SEED``,
+        which defaults to 0. Python's, numpy's and torch's global generators are seeded
+        with it; a page draws its random numbers from streams derived from it
+        (:meth:`Runtime.rng`, :meth:`Runtime.torch_gen`, :meth:`Runtime.seed_for`).
     verbose
         Print the one-line summary (default True).
 
@@ -150,13 +301,25 @@ def setup(seed: int = 0, verbose: bool = True) -> Runtime:
     -------
     Runtime
         The settings, e.g. ``env.device`` to place models and ``env.quick`` to branch.
+
+    Examples
+    --------
+    >>> env = setup(seed=3, verbose=False)
+    >>> a = env.rng("split").integers(1000)
+    >>> env.seed, a == setup(seed=3, verbose=False).rng("split").integers(1000)
+    (3, np.True_)
     """
+    global _CURRENT
     mode = get_mode()
     threads = get_threads()
     device = get_device()
+    seed = get_seed() if seed is None else _check_seed(seed)
+    strict()  # validate BOOK_STRICT now rather than at the first claim
     set_threads(threads)
     seed_everything(seed)
+    exact_float32()
     env = Runtime(mode=mode, seed=seed, threads=threads, device=device)
+    _CURRENT = env
     if verbose:
         print(env)
     return env
