@@ -1,4 +1,5 @@
 # The two commands of README.md: `make book` and `make test`. Both create .venv when it is missing.
+# Also: `make sweep` (every notebook over other seeds), `make twins`, `make repo-url`.
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PY ?= $(shell command -v python3.11 || command -v python3)
@@ -11,7 +12,12 @@ NB_TIMEOUT ?= 240
 # The page the browser check must find math, a figure and a widget on.
 CHECK_PAGE ?= book/fast_jvp/derivation.html
 
-.PHONY: book test unit notebooks quickbook twins vendor chromium clean
+COLAB := .venv-colab
+# Seeds that `make sweep` runs every notebook with, in quick mode (0 is the default seed, for comparison).
+SEEDS ?= 0 1 2
+CLAIMS := _build/claims
+
+.PHONY: book test unit notebooks quickbook colab sweep twins repo-url vendor chromium clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,32 +43,63 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # Every chapter executed in full mode, rendered under -W -n, then every page opened in Chromium.
+# BOOK_STRICT=1: a claim check that this run contradicts fails the build (helpers.claims).
 book: $(STAMP) _vendor/.stamp chromium
-	BOOK_MODE=full $(BIN)/jupyter-book build . --all -W -n --keep-going  # --all: re-execute every chapter, also when only helpers/ changed
+	rm -rf $(CLAIMS)/book
+	BOOK_MODE=full BOOK_STRICT=1 BOOK_CLAIMS_DIR=$(CURDIR)/$(CLAIMS)/book \
+	  $(BIN)/jupyter-book build . --all -W -n --keep-going  # --all: re-execute every chapter, also when only helpers/ changed
 	$(BIN)/python tools/check_pages.py _build/html --shots _build/screenshots
 	$(BIN)/python tools/check_pages.py _build/html $(CHECK_PAGE) --require math,image,widget
 	@echo "The book is ready: open file://$(CURDIR)/_build/html/index.html"
 
-# Unit tests, every notebook in quick mode, the book's markup under -W -n, one page in Chromium.
-test: $(STAMP) _vendor/.stamp chromium unit notebooks quickbook
+# Unit tests, every notebook in quick mode, the book's markup under -W -n, one page in Chromium,
+# and two notebooks on Colab's stock stack.
+test: $(STAMP) _vendor/.stamp chromium unit notebooks quickbook colab
 
 unit: $(STAMP)
 	BOOK_MODE=quick $(BIN)/pytest -n 2 tests
 
 notebooks: $(STAMP)
 	$(BIN)/python tools/quickbook.py $(QUICK)
-	BOOK_MODE=quick $(BIN)/pytest -n 2 --nbmake --overwrite --timeout=$(NB_TIMEOUT) \
-	  --durations=0 $(QUICK)/book
+	rm -rf $(CLAIMS)/quick
+	BOOK_MODE=quick BOOK_CLAIMS_DIR=$(CURDIR)/$(CLAIMS)/quick/seed0 $(BIN)/pytest -n 2 --nbmake --overwrite \
+	  --timeout=$(NB_TIMEOUT) --durations=0 $(QUICK)/book
 
-quickbook: $(STAMP) _vendor/.stamp
-	$(BIN)/jupyter-book build $(QUICK) -W -n --keep-going
-	$(BIN)/python tools/check_pages.py $(QUICK)/_build/html $(CHECK_PAGE) --require math,image,widget \
-	  --shots $(QUICK)/_build/screenshots
+# Every notebook in quick mode with each of SEEDS as BOOK_SEED: asserts must hold on every seed.
+# Then the claims recorded per seed are compared (tools/claims_report.py): what flips with the seed.
+sweep: $(STAMP)
+	@start=$$(date +%s); for s in $(SEEDS); do \
+	  $(BIN)/python tools/quickbook.py .sweep/seed$$s > /dev/null; \
+	  echo "== BOOK_SEED=$$s"; \
+	  BOOK_MODE=quick BOOK_SEED=$$s BOOK_CLAIMS_DIR=$(CURDIR)/$(CLAIMS)/sweep/seed$$s $(BIN)/pytest -q -n 2 \
+	    --nbmake --timeout=$(NB_TIMEOUT) .sweep/seed$$s/book || exit 1; \
+	done; echo "sweep over seeds $(SEEDS): $$(( $$(date +%s) - start )) s"
+	$(BIN)/python tools/claims_report.py $(CLAIMS)/sweep
 
-# Rewrite the outputs-free .ipynb twins from their MyST-markdown sources.
-twins: $(STAMP)
-	$(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from book_files import notebook_sources; \
-	  print('\n'.join(map(str, notebook_sources())))" | xargs -r $(BIN)/jupytext --update --to ipynb -q
+# Two notebooks (a dense one and a data one) on Colab's stock stack (tests/colab_stack.txt) plus
+# helpers installed from a wheel with its declared dependencies, run from a folder outside the
+# repository, through their .ipynb twins as Colab opens them. Python 3.11: the CPU torch wheel
+# this project pins exists here for 3.11 only (a 3.12 venv would download a CUDA build).
+COLAB_NOTEBOOKS ?= book/fast_jvp/derivation.ipynb book/radius_kmeans/method.ipynb
+$(COLAB)/.stack: tests/colab_stack.txt
+	rm -rf $(COLAB) && $(PY) -m venv $(COLAB)
+	$(COLAB)/bin/pip install -q -r tests/colab_stack.txt > $(COLAB)/pip.log 2>&1 || { cat $(COLAB)/pip.log; exit 1; }
+	$(COLAB)/bin/python -m ipykernel install --prefix $(COLAB) --name book-colab > /dev/null
+	touch $@
+colab: $(STAMP) $(COLAB)/.stack
+	rm -rf $(COLAB)/dist && $(COLAB)/bin/pip wheel -q --no-deps -w $(COLAB)/dist . > $(COLAB)/pip.log 2>&1
+	$(COLAB)/bin/pip uninstall -q -y helpers > /dev/null 2>&1 || true
+	$(COLAB)/bin/pip install -q $(COLAB)/dist/helpers-*.whl >> $(COLAB)/pip.log 2>&1 || { cat $(COLAB)/pip.log; exit 1; }
+	if $(COLAB)/bin/python -c "import myst_nb" 2>/dev/null; then echo "myst_nb must not be in $(COLAB)"; exit 1; fi
+	d=$$(mktemp -d) && cd $$d && BOOK_MODE=quick JUPYTER_PATH=$(CURDIR)/$(COLAB)/share/jupyter \
+	  $(CURDIR)/$(BIN)/python $(CURDIR)/tools/run_notebook.py --kernel book-colab --copy-to $$d \
+	  $(addprefix $(CURDIR)/,$(COLAB_NOTEBOOKS))
+
+# Rewrite the repository URL in the README and every install cell from _config.yml (a fork sets
+# repository.url there, then runs this).
+repo-url: $(STAMP)
+	$(BIN)/python tools/repo_url.py
+	$(MAKE) twins
 
 clean:
-	rm -rf _build $(QUICK)
+	rm -rf _build $(QUICK) .sweep $(COLAB)
