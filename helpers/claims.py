@@ -307,19 +307,25 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
 def decide(interval: tuple[float, float], *, sign: int = 1, paper_size: float | None = None) -> str:
     """The book's rule from an effect's confidence interval to a verdict.
 
-    ``sign`` is the direction the paper claims (+1: the effect is positive). With the
-    interval expressed in that direction:
+    ``sign`` is the direction the paper claims (+1: the effect is positive); ``paper_size`` is
+    the size of the paper's effect in the same units, when the two are comparable. With the
+    interval expressed in the paper's direction:
 
-    - entirely above 0: ``"reproduced"``, or ``"partly reproduced"`` when ``paper_size`` is
-      given and the whole interval lies below half of it (same direction, much smaller);
+    - entirely above 0: ``"reproduced"``; but ``"partly reproduced: a smaller effect than the
+      paper's"`` when ``paper_size`` is given and the whole interval lies below it;
     - entirely below 0: ``"not reproduced: the opposite direction"``;
     - containing 0: ``"not reproduced: no effect of the paper's size"`` when ``paper_size`` is
-      given and the interval lies below half of it, else ``"inconclusive at this scale"``.
+      given and the whole interval lies below it (the paper's effect is excluded), else
+      ``"inconclusive at this scale"`` (neither zero nor the paper's effect is excluded).
+
+    An interval that only touches 0 does not exclude it.
 
     Examples
     --------
     >>> decide((0.01, 0.05)), decide((-0.01, 0.05)), decide((-0.05, -0.01))
     ('reproduced', 'inconclusive at this scale', 'not reproduced: the opposite direction')
+    >>> decide((0.01, 0.03), paper_size=0.04), decide((0.01, 0.05), paper_size=0.04)
+    ("partly reproduced: a smaller effect than the paper's", 'reproduced')
     >>> decide((-0.002, 0.004), paper_size=0.04)
     "not reproduced: no effect of the paper's size"
     """
@@ -327,12 +333,12 @@ def decide(interval: tuple[float, float], *, sign: int = 1, paper_size: float | 
         raise ValueError(f"sign is +1 or -1, got {sign!r}")
     lo, hi = _interval(interval)
     lo, hi = (lo, hi) if sign == 1 else (-hi, -lo)
-    small = paper_size is not None and hi < abs(float(paper_size)) / 2
+    below_paper = paper_size is not None and hi < abs(float(plain(paper_size)))
     if lo > 0:
-        return "partly reproduced: a much smaller effect than the paper's" if small else "reproduced"
+        return "partly reproduced: a smaller effect than the paper's" if below_paper else "reproduced"
     if hi < 0:
         return "not reproduced: the opposite direction"
-    return "not reproduced: no effect of the paper's size" if small else "inconclusive at this scale"
+    return "not reproduced: no effect of the paper's size" if below_paper else "inconclusive at this scale"
 
 
 def summary(keys: Sequence[str] | None = None):

@@ -104,10 +104,12 @@ def test_mean_interval_of_one_value_is_unbounded_and_bad_input_refused():
     ((0.0, 0.05), 1, None, "inconclusive at this scale"),          # touching 0 is not excluding it
     ((-0.05, -0.01), -1, None, "reproduced"),                       # the paper claims a decrease
     ((0.01, 0.05), -1, None, "not reproduced: the opposite direction"),
-    ((0.001, 0.01), 1, 0.04, "partly reproduced: a much smaller effect than the paper's"),
-    ((0.001, 0.03), 1, 0.04, "reproduced"),
+    ((0.001, 0.03), 1, 0.04, "partly reproduced: a smaller effect than the paper's"),
+    ((0.001, 0.04), 1, 0.04, "reproduced"),                         # reaching the paper's size
+    ((0.01, 0.05), -1, -0.04, "not reproduced: the opposite direction"),
+    ((-0.05, -0.01), -1, 0.04, "reproduced"),                       # the size is taken unsigned
     ((-0.002, 0.004), 1, 0.04, "not reproduced: no effect of the paper's size"),
-    ((-0.002, 0.03), 1, 0.04, "inconclusive at this scale"),
+    ((-0.002, 0.05), 1, 0.04, "inconclusive at this scale"),
 ])
 def test_decide_is_the_stated_rule(interval, sign, size, verdict):
     assert claims.decide(interval, sign=sign, paper_size=size) == verdict
