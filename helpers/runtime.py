@@ -88,6 +88,28 @@ class Runtime:
         return f"mode={self.mode} seed={self.seed} threads={self.threads} device={self.device}"
 
 
+def provenance() -> str:
+    """``commit=<short hash> date=<UTC date>`` of this run, for the page that shows it.
+
+    The commit is read with git from the working directory (the notebook's folder); it is left
+    out where there is no repository (Colab, a copied notebook), and marked ``+changes`` when
+    the working tree differs from it.
+    """
+    import datetime
+    import subprocess
+
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    try:
+        run = lambda *args: subprocess.run(["git", *args], capture_output=True, text=True, timeout=5)  # noqa: E731
+        head = run("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return f"date={date}"
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return f"commit={head.stdout.strip()}{'+changes' if dirty else ''} date={date}"
+    except (OSError, subprocess.SubprocessError):
+        return f"date={date}"
+
+
 def _tag_int(tag: str | int) -> int:
     if isinstance(tag, (bool, np.bool_)) or not isinstance(tag, (str, int, np.integer)):
         raise TypeError(f"seed tags are strings or integers, got {tag!r}")
@@ -295,7 +317,8 @@ def setup(seed: int | None = None, verbose: bool = True) -> Runtime:
         with it; a page draws its random numbers from streams derived from it
         (:meth:`Runtime.rng`, :meth:`Runtime.torch_gen`, :meth:`Runtime.seed_for`).
     verbose
-        Print the one-line summary (default True).
+        Print the one-line summary (default True): the settings, then the commit and date of
+        the run (:func:`provenance`), so a built page says which build made it.
 
     Returns
     -------
@@ -321,5 +344,5 @@ def setup(seed: int | None = None, verbose: bool = True) -> Runtime:
     env = Runtime(mode=mode, seed=seed, threads=threads, device=device)
     _CURRENT = env
     if verbose:
-        print(env)
+        print(f"{env} {provenance()}")
     return env

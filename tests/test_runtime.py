@@ -1,6 +1,7 @@
 """helpers.runtime: environment variables are validated, applied once, and reported."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -60,7 +61,8 @@ def test_setup_applies_and_prints_one_line(environ, capsys):
     environ.setenv("BOOK_DEVICE", "cpu")
     env = runtime.setup(seed=7)
     out = capsys.readouterr().out.strip()
-    assert out == "mode=quick seed=7 threads=1 device=cpu" and "\n" not in out
+    assert out.startswith("mode=quick seed=7 threads=1 device=cpu ") and "\n" not in out
+    assert re.search(r" date=\d{4}-\d\d-\d\d$", out)  # provenance: the build's date (and commit in a repo)
     assert env.quick and torch.get_num_threads() == 1
     first = torch.rand(3)
     runtime.seed_everything(7)
@@ -123,3 +125,10 @@ def test_setup_turns_tf32_off_and_names_the_device(environ):
     assert torch.backends.cuda.matmul.fp32_precision == "ieee"
     assert env.exact_dtype == torch.float64
     assert env.device_name and str(env.threads) in env.device_name
+
+
+def test_provenance_names_the_commit_in_a_repository_and_only_the_date_outside(tmp_path, monkeypatch):
+    assert re.fullmatch(r"commit=[0-9a-f]{4,}(\+changes)? date=\d{4}-\d\d-\d\d", runtime.provenance())
+    monkeypatch.chdir(tmp_path)  # not a git repository, as on Colab
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert re.fullmatch(r"date=\d{4}-\d\d-\d\d", runtime.provenance())
