@@ -44,9 +44,10 @@ chromium:
 
 # Every chapter executed in full mode, rendered under -W -n, then every page opened in Chromium.
 # BOOK_STRICT=1: a claim check that this run contradicts fails the build (helpers.claims).
+# TQDM_DISABLE=1: progress bars belong in a live kernel, not in the static page.
 book: $(STAMP) _vendor/.stamp chromium
 	rm -rf $(CLAIMS)/book
-	BOOK_MODE=full BOOK_STRICT=1 BOOK_CLAIMS_DIR=$(CURDIR)/$(CLAIMS)/book \
+	BOOK_MODE=full BOOK_STRICT=1 BOOK_CLAIMS_DIR=$(CURDIR)/$(CLAIMS)/book TQDM_DISABLE=1 \
 	  $(BIN)/jupyter-book build . --all -W -n --keep-going  # --all: re-execute every chapter, also when only helpers/ changed
 	$(BIN)/python tools/check_pages.py _build/html --shots _build/screenshots
 	$(BIN)/python tools/check_pages.py _build/html $(CHECK_PAGE) --require math,image,widget
@@ -57,12 +58,12 @@ book: $(STAMP) _vendor/.stamp chromium
 test: $(STAMP) _vendor/.stamp chromium unit notebooks quickbook colab
 
 unit: $(STAMP)
-	BOOK_MODE=quick $(BIN)/pytest -n 2 tests
+	BOOK_MODE=quick $(BIN)/pytest -n 2 --durations=15 --doctest-modules tests helpers
 
 notebooks: $(STAMP)
 	$(BIN)/python tools/quickbook.py $(QUICK)
 	rm -rf $(CLAIMS)/quick
-	BOOK_MODE=quick BOOK_CLAIMS_DIR=$(CURDIR)/$(CLAIMS)/quick/seed0 $(BIN)/pytest -n 2 --nbmake --overwrite \
+	BOOK_MODE=quick BOOK_CLAIMS_DIR=$(CURDIR)/$(CLAIMS)/quick/seed0 TQDM_DISABLE=1 $(BIN)/pytest -n 2 --nbmake --overwrite \
 	  --timeout=$(NB_TIMEOUT) --durations=0 $(QUICK)/book
 
 # Every notebook in quick mode with each of SEEDS as BOOK_SEED: asserts must hold on every seed.
