@@ -12,13 +12,10 @@ n doubles until a method has taken longer than ``budget_s`` once (the paper meth
 at its size limit, n <= 60). The radius sits at a fixed fraction of the feasibility bracket
 ``[lo, hi]`` of each data set, so every size poses a comparably tight problem.
 
-Run ``python benchmarks/clustering_scaling.py [--quick]`` for a table. A chapter can load
-:func:`run_scaling` by path::
-
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("clustering_scaling", "benchmarks/clustering_scaling.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    rows = mod.run_scaling([20, 40, 80])
+Run ``python benchmarks/clustering_scaling.py [--quick]`` for a table. This is a standalone
+script with a command line, for sizes larger than a page can afford; no chapter imports it (a
+notebook can only rely on ``book/`` and ``helpers``, which travel to Colab). The book's own
+measurement is ``book/radius_kmeans/scaling.md``.
 """
 
 from __future__ import annotations

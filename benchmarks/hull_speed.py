@@ -21,8 +21,10 @@ Usage::
     python benchmarks/hull_speed.py --quick         # a tiny grid, a few seconds
     python benchmarks/hull_speed.py --csv hull.csv  # also write the table
 
-Set ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`` on small shared machines. The book imports
-:func:`run_grid` from this file by path.
+Set ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`` on small shared machines. This is a
+standalone script with a command line, for grids larger than a page can afford; no chapter
+imports it (a notebook can only rely on ``book/`` and ``helpers``, which travel to Colab).
+The book's own measurement is ``book/extrapolation/benchmark.md``.
 """
 
 from __future__ import annotations
