@@ -70,6 +70,10 @@ class Runtime:
         """
         return derive_seed(self.seed, *tags)
 
+    def random_state(self, *tags: str | int) -> int:
+        """:meth:`seed_for` reduced to the 32 bits scikit-learn's ``random_state`` accepts."""
+        return self.seed_for(*tags) % 2**32
+
     def rng(self, *tags: str | int) -> np.random.Generator:
         """A numpy generator for the stream named by ``tags`` (see :meth:`seed_for`)."""
         return np.random.default_rng(self.seed_for(*tags))

@@ -132,3 +132,12 @@ def test_provenance_names_the_commit_in_a_repository_and_only_the_date_outside(t
     monkeypatch.chdir(tmp_path)  # not a git repository, as on Colab
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert re.fullmatch(r"date=\d{4}-\d\d-\d\d", runtime.provenance())
+
+
+def test_random_state_fits_scikit_learn():
+    from sklearn.utils import check_random_state
+
+    env = runtime.setup(seed=0, verbose=False)
+    rs = env.random_state("kmeans", 3)
+    assert 0 <= rs < 2**32 and rs == env.seed_for("kmeans", 3) % 2**32
+    check_random_state(rs)  # scikit-learn accepts it
