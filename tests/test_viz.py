@@ -1,6 +1,4 @@
-"""helpers.viz (the static-page slider) and helpers.timing (interleaved best-of-rounds)."""
-
-import time
+"""helpers.viz: explorers over precomputed frames that switch in JavaScript, without a kernel."""
 
 import ipywidgets as widgets
 import matplotlib
@@ -9,7 +7,6 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from helpers.timing import compare  # noqa: E402
 from helpers.viz import fig_to_png, frame_slider, render_frames  # noqa: E402
 
 
@@ -42,15 +39,3 @@ def test_render_frames_keeps_order_and_closes_figures():
     before = len(plt.get_fignums())
     frames = render_frames(_fig, [3, 1, 2], progress=False)
     assert list(frames) == [3, 1, 2] and len(plt.get_fignums()) == before
-
-
-def test_compare_ranks_a_slower_method_slower():
-    t = compare({"fast": lambda: None, "slow": lambda: time.sleep(0.002)}, rounds=3, number=2, warmup=0)
-    assert t["slow"] >= 0.002 > t["fast"]
-
-
-def test_compare_rejects_bad_arguments():
-    with pytest.raises(ValueError):
-        compare({})
-    with pytest.raises(ValueError):
-        compare({"a": lambda: None}, rounds=0)
