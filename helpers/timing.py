@@ -126,7 +126,7 @@ class Timings(dict):
         scale = {"s": 1.0, "ms": 1e3, "us": 1e6}.get(unit)
         if scale is None:
             raise ValueError(f"unit must be 's', 'ms' or 'us', got {unit!r}")
-        width = max(len(name) for name in self)
+        width = max((len(name) for name in self), default=0)
         lines = []
         for name, median in self.items():
             q1, q3 = self.quartiles(name)
