@@ -23,7 +23,7 @@ generator, which :func:`helpers.runtime.setup` seeds with the notebook's base se
 notebook stays reproducible for a given ``BOOK_SEED``; pass an int (e.g.
 ``env.seed_for("vae", s)``) for a result that does not depend on earlier draws.
 
-Bad arguments raise :class:`helpers._checks.ParameterError` (a ``ValueError`` and a
+Bad arguments raise ``helpers._checks.ParameterError`` (a ``ValueError`` and a
 ``TypeError``).
 """
 
@@ -93,8 +93,8 @@ def load_digits_tensor(classes: Sequence[int] | None = None, class_weights: Mapp
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError) On unknown or repeated classes, a weight outside [0, 1], a weight for a
+    ValueError
+        (a ``ParameterError``, also a TypeError) On unknown or repeated classes, a weight outside [0, 1], a weight for a
         class that is not kept, a bad seed or split, or a selection that keeps no image.
 
     Examples
@@ -379,8 +379,8 @@ def train_vae(X, *, latent: int = 8, epochs: int = 150, seed: int | None = None,
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError and a TypeError) On a malformed ``X`` (wrong type, shape or non-finite
+    ValueError
+        (a ``ParameterError``, also a TypeError) On a malformed ``X`` (wrong type, shape or non-finite
         values), a non-positive size or a bad seed.
     """
     X = _check_X(X)
@@ -485,8 +485,8 @@ def train_classifier(X, y, *, epochs: int = 60, seed: int | None = None, device=
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError and a TypeError) On a malformed ``X`` or ``y``, mismatched lengths,
+    ValueError
+        (a ``ParameterError``, also a TypeError) On a malformed ``X`` or ``y``, mismatched lengths,
         labels outside 0..9, a non-positive size or a bad seed.
     """
     X = _check_X(X)

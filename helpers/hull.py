@@ -63,8 +63,8 @@ and raises :class:`HullDecisionError`; pass a different ``rtol`` if that happens
 Types. Torch tensors are accepted (any device and float dtype, bfloat16 included) and
 converted to float64 numpy arrays at the boundary, where the computation happens. Tensors in,
 tensors out (the package's rule): when the queries (or, failing that, the points) are a torch
-tensor, :attr:`HullResult.inside` (bool), :attr:`HullResult.normals` and
-:attr:`HullResult.offsets` (float64) are torch tensors on that tensor's device (float64 ones on
+tensor, ``HullResult.inside`` (bool), ``HullResult.normals`` and
+``HullResult.offsets`` (float64) are torch tensors on that tensor's device (float64 ones on
 the CPU for MPS, which has no float64). The per-query certificate weights and indices (ragged)
 and the stage names (strings) stay numpy; :meth:`HullResult.verify` accepts either.
 """
@@ -622,8 +622,8 @@ def in_hull(
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError) For NaN/infinite values, wrong ndim, dimension mismatch, no points, a
+    ValueError
+        (a ``ParameterError``, also a TypeError) For NaN/infinite values, wrong ndim, dimension mismatch, no points, a
         bad rtol, fw_iter or cg_rounds.
     HullDecisionError
         When some query can be certified neither inside nor outside (its distance to the

@@ -149,8 +149,8 @@ def precision_recall(real_features, fake_features, k: int = 5, *, block_size: in
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError) On NaN or inf features, mismatched feature dimensions, non-2-D input, or
+    ValueError
+        (a ``ParameterError``, also a TypeError) On NaN or inf features, mismatched feature dimensions, non-2-D input, or
         ``k`` too large.
 
     Examples
@@ -222,8 +222,8 @@ def manifold_metrics(real_features, fake_features, k: int = 5, *, real_radii=Non
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError) As :func:`precision_recall`, or when ``real_radii`` has the wrong shape or
+    ValueError
+        (a ``ParameterError``, also a TypeError) As :func:`precision_recall`, or when ``real_radii`` has the wrong shape or
         invalid values.
 
     Examples

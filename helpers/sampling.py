@@ -24,7 +24,7 @@ Pipeline: :func:`jacobian` (one CPA tangent pass with the ``d`` basis directions
 weights (log-sum-exp) -> :func:`resample_indices` / :func:`resample`, with
 :func:`effective_sample_size` to report how many proposals the weights really use.
 
-Conventions. Tensors in, tensors out (the package's rule, :doc:`/book/api`): Jacobians are
+Conventions. Tensors in, tensors out (the package's rule, stated on the API page): Jacobians are
 torch tensors of ``z``'s dtype and device; singular values, log-volumes and weights are
 float64 on the input's device; indices are int64 on the weights' device. MPS has no float64:
 float64 results of an MPS input are computed and returned on the CPU. A numpy input gives
@@ -249,6 +249,8 @@ def _top_singular_values(singular_values, top_k) -> torch.Tensor:
     if not isinstance(singular_values, torch.Tensor):  # copy numpy views (e.g. reversed) torch cannot wrap
         singular_values = np.ascontiguousarray(singular_values, dtype=np.float64)
     sigma = torch.as_tensor(singular_values)
+    if sigma.device.type == "mps":  # MPS has no float64
+        sigma = sigma.cpu()
     if sigma.dim() != 2 or 0 in sigma.shape:
         raise ParameterError(f"singular_values must have shape (B, d), got {tuple(sigma.shape)}")
     sigma = sigma.to(torch.float64)
@@ -288,8 +290,9 @@ def log_volume_from_singular_values(singular_values: torch.Tensor | np.ndarray,
 
     Returns
     -------
-    torch.Tensor
-        Shape (B,), float64 (a numpy input comes back as a CPU tensor).
+    torch.Tensor or numpy.ndarray
+        Shape (B,), float64: torch on the input's device for a torch input, numpy for a numpy
+        input (or a list).
 
     Raises
     ------
@@ -297,7 +300,8 @@ def log_volume_from_singular_values(singular_values: torch.Tensor | np.ndarray,
         If the input is not 2-D, has negative, NaN or inf entries, or ``top_k`` is out of range.
     """
     top = _top_singular_values(singular_values, top_k)
-    return _log_volume(top)
+    lv = _log_volume(top)
+    return lv if isinstance(singular_values, torch.Tensor) else lv.numpy()
 
 
 def log_volume_from_jacobian(J: torch.Tensor, top_k: int | None = None, *, solver: str = "eigh",
@@ -419,8 +423,8 @@ def normalize_log_weights(log_weights):
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError) On NaN or ``+inf`` entries, or when every entry is ``-inf``.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On NaN or ``+inf`` entries, or when every entry is ``-inf``.
 
     Examples
     --------
@@ -455,8 +459,8 @@ def magnet_weights(log_volume, log_prior):
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError) On shape mismatch, NaN or ``+inf`` log-volumes, non-finite log-prior, or
+    ValueError
+        (a ``ParameterError``, also a TypeError) On shape mismatch, NaN or ``+inf`` log-volumes, non-finite log-prior, or
         when every log-volume is ``-inf``.
 
     Examples
@@ -518,8 +522,8 @@ def polarity_weights_from_log_volume(log_volume, rho: float):
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError) If ``rho`` is not finite, on NaN or ``+inf`` log-volumes, or for
+    ValueError
+        (a ``ParameterError``, also a TypeError) If ``rho`` is not finite, on NaN or ``+inf`` log-volumes, or for
         ``rho < 0`` when a sample has zero volume (its weight ``0^rho`` would be infinite: lower
         ``top_k``).
 
@@ -665,8 +669,8 @@ def resample_indices(weights, n: int, *, replace: bool, seed=None):
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError) On bad weights, ``n < 1``, a non-bool ``replace``, a bad seed, or
+    ValueError
+        (a ``ParameterError``, also a TypeError) On bad weights, ``n < 1``, a non-bool ``replace``, a bad seed, or
         ``replace=False`` with fewer than ``n`` non-zero weights.
 
     Examples
@@ -703,8 +707,8 @@ def resample(z, weights, n: int, *, replace: bool, seed=None, return_indices: bo
 
     Raises
     ------
-    helpers._checks.ParameterError
-        (a ValueError) When ``z`` and ``weights`` disagree on B, and as :func:`resample_indices`.
+    ValueError
+        (a ``ParameterError``, also a TypeError) When ``z`` and ``weights`` disagree on B, and as :func:`resample_indices`.
 
     Examples
     --------
