@@ -1084,13 +1084,14 @@ def jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor):
 
     Examples
     --------
+    At ``x = (1, -1)`` the leaky ReLU keeps the first coordinate and scales the second by its
+    negative slope 0.1, and so does its Jacobian with the tangent:
+
     >>> import torch
-    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LeakyReLU(0.1), torch.nn.Linear(4, 2)).double()
-    >>> x, v = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
-    >>> y, jv = jvp(net, x, v)
-    >>> y_ref, jv_ref = torch.func.jvp(net, (x,), (v,))
-    >>> torch.allclose(y, y_ref) and torch.allclose(jv, jv_ref)
-    True
+    >>> net = torch.nn.LeakyReLU(0.1)
+    >>> y, jv = jvp(net, torch.tensor([[1.0, -1.0]]), torch.tensor([[3.0, 5.0]]))
+    >>> y.tolist(), jv.tolist()
+    ([[1.0, -0.10000000149011612]], [[3.0, 0.5]])
     """
     y, jvp_fn = linearize(model, x)
     return y, jvp_fn(v)

@@ -147,8 +147,19 @@ def jacobian(generator: nn.Module, z: torch.Tensor, *, method: str = "cpa",
     ------
     helpers.jvp.UnsupportedLayerError
         With ``method="cpa"``, if the generator has a non-CPA operation (the message names it).
-    TypeError, ValueError
-        On a wrong generator, latent type or shape, method or chunk size.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On a wrong generator, latent type or shape,
+        method or chunk size.
+
+    Examples
+    --------
+    For an affine generator every Jacobian is its weight matrix:
+
+    >>> import torch
+    >>> G = torch.nn.Linear(2, 4)
+    >>> J = jacobian(G, torch.randn(3, 2))
+    >>> J.shape, bool((J == G.weight).all())
+    (torch.Size([3, 4, 2]), True)
     """
     _check_generator_call(generator, z, method, chunk_size)
     with torch.no_grad():  # sampling never back-propagates through J; skip the autograd graph
@@ -369,6 +380,19 @@ def log_volume(generator: nn.Module, z: torch.Tensor, top_k: int | None = None, 
     torch.Tensor
         Shape (B,), float64; ``-inf`` (with a ``RuntimeWarning``) where the Jacobian is
         rank-deficient within the top ``top_k`` singular values.
+
+    Examples
+    --------
+    A linear map that doubles one coordinate and triples the other has volume factor 6
+    everywhere; a ReLU network's factor changes from region to region.
+
+    >>> import math, torch
+    >>> G = torch.nn.Linear(2, 3, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = G.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.0, 0.0]]))
+    >>> lv = log_volume(G, torch.randn(4, 2))
+    >>> lv.dtype, torch.allclose(lv, torch.full((4,), math.log(6.0), dtype=torch.float64))
+    (torch.float64, True)
     """
     top = singular_values(generator, z, top_k, method=method, chunk_size=chunk_size, solver=solver, rtol=rtol)
     return _log_volume(top)
