@@ -1110,8 +1110,8 @@ def radius_kmeans(X: Any, k: int, r: float, *, method: str = "auto", seed: int |
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) Bad input (shape, NaN/inf, k outside 1..n, r <= 0, unknown method, n too
-        large, a bad n_init, time_limit or seed).
+        (a ``ParameterError``, also a TypeError) Bad input (shape, NaN/inf, k outside 1..n, r <= 0,
+        unknown method, n too large, a bad n_init, time_limit or seed).
     InfeasibleRadiusError
         No partition satisfies r (proved by the bracket, the SDP, a conflict clique,
         exhaustive search or an exact MILP; the message says which and gives the bracket).

@@ -94,8 +94,9 @@ def load_digits_tensor(classes: Sequence[int] | None = None, class_weights: Mapp
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) On unknown or repeated classes, a weight outside [0, 1], a weight for a
-        class that is not kept, a bad seed or split, or a selection that keeps no image.
+        (a ``ParameterError``, also a TypeError) On unknown or repeated classes, a weight outside
+        [0, 1], a weight for a class that is not kept, a bad seed or split, or a selection that
+        keeps no image.
 
     Examples
     --------
@@ -380,8 +381,8 @@ def train_vae(X, *, latent: int = 8, epochs: int = 150, seed: int | None = None,
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) On a malformed ``X`` (wrong type, shape or non-finite
-        values), a non-positive size or a bad seed.
+        (a ``ParameterError``, also a TypeError) On a malformed ``X`` (wrong type, shape or
+        non-finite values), a non-positive size or a bad seed.
     """
     X = _check_X(X)
     seed, epochs = check_seed(seed), _check_epochs(epochs)

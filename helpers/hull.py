@@ -623,8 +623,8 @@ def in_hull(
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) For NaN/infinite values, wrong ndim, dimension mismatch, no points, a
-        bad rtol, fw_iter or cg_rounds.
+        (a ``ParameterError``, also a TypeError) For NaN/infinite values, wrong ndim, dimension
+        mismatch, no points, a bad rtol, fw_iter or cg_rounds.
     HullDecisionError
         When some query can be certified neither inside nor outside (its distance to the
         hull is within rounding of the tolerance); the message names the indices.

@@ -998,8 +998,8 @@ def linearize(model: nn.Module, x: torch.Tensor, *, reuse_buffers: bool = True):
     UnsupportedLayerError
         If an operation is not CPA or has no rule; the message names it and where it sits.
     ValueError
-        (a ``ParameterError``, also a TypeError) On wrong types, shapes, dtypes or devices (a tensor on
-        another device than the model's included), with the fix in the message.
+        (a ``ParameterError``, also a TypeError) On wrong types, shapes, dtypes or devices (a tensor
+        on another device than the model's included), with the fix in the message.
 
     Examples
     --------

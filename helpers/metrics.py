@@ -150,8 +150,8 @@ def precision_recall(real_features, fake_features, k: int = 5, *, block_size: in
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) On NaN or inf features, mismatched feature dimensions, non-2-D input, or
-        ``k`` too large.
+        (a ``ParameterError``, also a TypeError) On NaN or inf features, mismatched feature
+        dimensions, non-2-D input, or ``k`` too large.
 
     Examples
     --------
@@ -223,8 +223,8 @@ def manifold_metrics(real_features, fake_features, k: int = 5, *, real_radii=Non
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) As :func:`precision_recall`, or when ``real_radii`` has the wrong shape or
-        invalid values.
+        (a ``ParameterError``, also a TypeError) As :func:`precision_recall`, or when ``real_radii``
+        has the wrong shape or invalid values.
 
     Examples
     --------

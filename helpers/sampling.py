@@ -148,8 +148,8 @@ def jacobian(generator: nn.Module, z: torch.Tensor, *, method: str = "cpa",
     helpers.jvp.UnsupportedLayerError
         With ``method="cpa"``, if the generator has a non-CPA operation (the message names it).
     ValueError
-        (a ``ParameterError``, also a TypeError) On a wrong generator, latent type or shape,
-        method or chunk size.
+        (a ``ParameterError``, also a TypeError) On a wrong generator, latent type or shape, method
+        or chunk size.
 
     Examples
     --------
@@ -448,7 +448,8 @@ def normalize_log_weights(log_weights):
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) On NaN or ``+inf`` entries, or when every entry is ``-inf``.
+        (a ``ParameterError``, also a TypeError) On NaN or ``+inf`` entries, or when every entry is
+        ``-inf``.
 
     Examples
     --------
@@ -484,8 +485,8 @@ def magnet_weights(log_volume, log_prior):
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) On shape mismatch, NaN or ``+inf`` log-volumes, non-finite log-prior, or
-        when every log-volume is ``-inf``.
+        (a ``ParameterError``, also a TypeError) On shape mismatch, NaN or ``+inf`` log-volumes,
+        non-finite log-prior, or when every log-volume is ``-inf``.
 
     Examples
     --------
@@ -547,9 +548,9 @@ def polarity_weights_from_log_volume(log_volume, rho: float):
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) If ``rho`` is not finite, on NaN or ``+inf`` log-volumes, or for
-        ``rho < 0`` when a sample has zero volume (its weight ``0^rho`` would be infinite: lower
-        ``top_k``).
+        (a ``ParameterError``, also a TypeError) If ``rho`` is not finite, on NaN or ``+inf``
+        log-volumes, or for ``rho < 0`` when a sample has zero volume (its weight ``0^rho`` would be
+        infinite: lower ``top_k``).
 
     Examples
     --------
@@ -694,8 +695,8 @@ def resample_indices(weights, n: int, *, replace: bool, seed=None):
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) On bad weights, ``n < 1``, a non-bool ``replace``, a bad seed, or
-        ``replace=False`` with fewer than ``n`` non-zero weights.
+        (a ``ParameterError``, also a TypeError) On bad weights, ``n < 1``, a non-bool ``replace``,
+        a bad seed, or ``replace=False`` with fewer than ``n`` non-zero weights.
 
     Examples
     --------
@@ -732,7 +733,8 @@ def resample(z, weights, n: int, *, replace: bool, seed=None, return_indices: bo
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) When ``z`` and ``weights`` disagree on B, and as :func:`resample_indices`.
+        (a ``ParameterError``, also a TypeError) When ``z`` and ``weights`` disagree on B, and as
+        :func:`resample_indices`.
 
     Examples
     --------

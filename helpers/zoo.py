@@ -147,8 +147,8 @@ def build(name: str, *, seed: int | None = None, dtype: torch.dtype = torch.floa
     Raises
     ------
     ValueError
-        (a ``ParameterError``, also a TypeError) If ``name`` is not in ``ZOO`` (the message lists the names) or
-        ``seed`` is not None or a non-negative int.
+        (a ``ParameterError``, also a TypeError) If ``name`` is not in ``ZOO`` (the message lists
+        the names) or ``seed`` is not None or a non-negative int.
     """
     if not isinstance(name, str) or name not in ZOO:
         raise ParameterError(f"unknown zoo model {name!r}; choose one of {sorted(ZOO)}")
