@@ -190,3 +190,77 @@ def render_grid(make_fig: Callable[..., "matplotlib.figure.Figure"], *axes: Iter
         raise ValueError("render_grid needs at least one axis of values")
     keys = list(itertools.product(*(list(values) for values in axes)))
     return {key: fig_to_png(make_fig(*key)) for key in tqdm(keys, disable=not progress, desc="frames")}
+
+
+def _cell(value, fmt: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "—"  # a missing value is shown, never a blank cell
+    try:
+        return format(value, fmt)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str], *, fmt: str | Sequence[str] = ".3g",
+          caption: str | None = None) -> None:
+    """Show a table of results: HTML in a notebook and in the built page, plain text elsewhere.
+
+    The book's one form for tables printed by code (no ``print`` layouts, no Markdown that
+    needs ``render_markdown_format``).
+
+    Parameters
+    ----------
+    rows
+        The rows, each a sequence of values (strings as they are, numbers through ``fmt``,
+        None as a dash).
+    header
+        One name per column.
+    fmt
+        A format spec for the numbers, or one per column.
+    caption
+        A short caption shown above the table.
+
+    Raises
+    ------
+    ValueError
+        If a row's length differs from the header's, or ``fmt`` has the wrong length.
+
+    Examples
+    --------
+    >>> table([("MaGNET", 0.5123, None)], ("sampler", "precision", "recall"), fmt=".2f")
+    sampler  precision  recall
+    MaGNET        0.51       —
+    """
+    import html
+
+    header = [str(h) for h in header]
+    fmts = [fmt] * len(header) if isinstance(fmt, str) else list(fmt)
+    if len(fmts) != len(header):
+        raise ValueError(f"fmt has {len(fmts)} entries for {len(header)} columns")
+    cells = []
+    for i, row in enumerate(rows):
+        row = list(row)
+        if len(row) != len(header):
+            raise ValueError(f"row {i} has {len(row)} values for {len(header)} columns: {row!r}")
+        cells.append([_cell(v, f) for v, f in zip(row, fmts)])
+    try:
+        from IPython import get_ipython
+        in_kernel = getattr(get_ipython(), "kernel", None) is not None
+    except ImportError:
+        in_kernel = False
+    if not in_kernel:
+        widths = [max(len(c) for c in col) for col in zip(header, *cells)]
+        numeric = [all(not isinstance(r[j], str) for r in rows) for j in range(len(header))]
+        line = lambda cs: "  ".join(c.rjust(w) if num else c.ljust(w)  # noqa: E731
+                                    for c, w, num in zip(cs, widths, numeric)).rstrip()
+        print("\n".join(([caption] if caption else []) + [line(header)] + [line(c) for c in cells]))
+        return
+    from IPython.display import HTML, display
+
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells)
+    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
+    display(HTML(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"))

@@ -140,3 +140,33 @@ def test_render_grid_covers_every_combination_in_product_order_and_closes_figure
     assert all(png.startswith(b"\x89PNG") for png in frames.values()) and len(plt.get_fignums()) == before
     with pytest.raises(ValueError, match="at least one axis"):
         render_grid(_fig)
+
+
+def test_table_shows_numbers_through_their_format_and_missing_values_as_a_dash(capsys):
+    from helpers.viz import table
+
+    table([("a", 1.23456, None), ("bb", 10.0, 3)], ("name", "x", "n"), fmt=("s", ".2f", "d"), caption="cap")
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["cap", "name      x  n", "a      1.23  —", "bb    10.00  3"]
+
+
+def test_table_refuses_ragged_rows_and_formats():
+    from helpers.viz import table
+
+    with pytest.raises(ValueError, match="row 0 has 2 values for 3 columns"):
+        table([(1, 2)], ("a", "b", "c"))
+    with pytest.raises(ValueError, match="fmt has 2 entries for 3 columns"):
+        table([(1, 2, 3)], ("a", "b", "c"), fmt=(".1f", ".2f"))
+
+
+def test_table_is_html_inside_a_kernel(monkeypatch):
+    import IPython
+    from IPython.display import HTML
+
+    from helpers import viz
+
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: type("Shell", (), {"kernel": object()})())
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    viz.table([("<b>", 0.5)], ("name", "x"))
+    assert isinstance(shown[0], HTML) and "<td>&lt;b&gt;</td><td>0.5</td>" in shown[0].data
