@@ -58,6 +58,18 @@ exact MILP colouring of the conflict graph decides; the method name says so (``"
 :class:`RadiusUndecidedError` is raised. Other explicit fallbacks: ``"paper+flat-scores"``
 (the paper's SDP is infeasible, which its fixed cluster sizes allow even for a feasible r)
 and ``"paper+no-step4"`` (the reassignment MILP timed out).
+
+Types. ``X`` may be a numpy array, nested lists or a torch tensor of any device and float
+dtype; the computation is float64 numpy. Tensors in, tensors out (the package's rule): for a
+torch ``X``, the labels (int64), centers, conflict graph, ``SDPBound.Z`` and
+``PaperSDP.b_hat`` (float64) come back as torch tensors on ``X``'s device (float64 ones on the
+CPU for MPS); costs, radii and bounds are Python floats. The scikit-learn estimator
+:class:`RadiusKMeans` accepts tensors too but follows scikit-learn's convention (numpy
+attributes and predictions) and its ``random_state``.
+
+Randomness. Only the greedy method's extra starts are random; ``seed=None`` (the default)
+takes the next draw from numpy's global generator, which :func:`helpers.runtime.setup` seeds
+with the notebook's base seed.
 """
 
 from __future__ import annotations
@@ -72,6 +84,9 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.spatial.distance import cdist
 from sklearn.base import BaseEstimator, ClusterMixin
+
+from helpers._checks import ParameterError, check_int, check_option, check_real, check_seed, is_torch, like, rng, \
+    to_numpy
 
 __all__ = [
     "InfeasibleRadiusError",
@@ -130,9 +145,9 @@ class RadiusKMeansResult:
 
     Attributes
     ----------
-    labels : ndarray of int, shape (n,)
-        Cluster of each point, in ``0..k-1``; every cluster is non-empty.
-    centers : ndarray, shape (k, d)
+    labels : ndarray or torch.Tensor of int64, shape (n,)
+        Cluster of each point, in ``0..k-1``; every cluster is non-empty. Of ``X``'s type.
+    centers : ndarray or torch.Tensor, shape (k, d), float64
         Mean of each cluster.
     cost : float
         k-means cost, the sum of squared distances of the points to their cluster's center.
@@ -209,33 +224,28 @@ class PaperSDP:
 
 
 def _check_X(X: Any) -> np.ndarray:
-    if np.iscomplexobj(X):
-        raise ValueError("X has complex values; pass real coordinates (e.g. stack real and imag).")
-    try:
-        X = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"X must be a numeric array of shape (n, d); conversion failed: {err}") from err
+    X = to_numpy(X, "X", hint="")
     if X.ndim != 2:
-        raise ValueError(
+        raise ParameterError(
             f"X must be 2-D with shape (n_samples, n_features); got shape {X.shape}. "
             "Use X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample."
         )
     if X.shape[0] < 1 or X.shape[1] < 1:
-        raise ValueError(f"X must have at least one sample and one feature; got shape {X.shape}.")
+        raise ParameterError(f"X must have at least one sample and one feature; got shape {X.shape}.")
     bad = ~np.isfinite(X).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)[:5].tolist()
-        raise ValueError(f"X contains NaN or infinite values (rows {rows}...); drop or impute them first.")
+        raise ParameterError(f"X contains NaN or infinite values (rows {rows}...); drop or impute them first.")
     return X
 
 
 def _check_k(k: Any, n: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k (n_clusters) must be an integer; got {k!r}.")
+        raise ParameterError(f"k (n_clusters) must be an integer; got {k!r}.")
     if k < 1:
-        raise ValueError(f"k (n_clusters) must be >= 1; got {k}.")
+        raise ParameterError(f"k (n_clusters) must be >= 1; got {k}.")
     if k > n:
-        raise ValueError(f"n_samples={n} should be >= n_clusters={k}; lower k or add samples.")
+        raise ParameterError(f"n_samples={n} should be >= n_clusters={k}; lower k or add samples.")
     return int(k)
 
 
@@ -243,9 +253,9 @@ def _check_r(r: Any) -> float:
     try:
         r = float(r)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"r must be a positive number; got {r!r}.") from err
+        raise ParameterError(f"r must be a positive number; got {r!r}.") from err
     if not np.isfinite(r) or r <= 0:
-        raise ValueError(
+        raise ParameterError(
             f"r must be positive and finite; got {r}. Use feasible_radius_bracket(X, k) for a range."
         )
     return r
@@ -271,10 +281,10 @@ def conflict_graph(X: Any, r: float) -> np.ndarray:
 
     Returns
     -------
-    C : ndarray of bool, shape (n, n)
-        ``C[i, j]`` is True iff ``||x_i - x_j|| > 2r``.
+    C : ndarray or torch.Tensor of bool, shape (n, n)
+        ``C[i, j]`` is True iff ``||x_i - x_j|| > 2r``; of ``X``'s type (and device).
     """
-    return _distances(_check_X(X)) > 2 * _check_r(r)
+    return like(_distances(_check_X(X)) > 2 * _check_r(r), X)
 
 
 def kmeans_cost(X: Any, labels: Any) -> float:
@@ -309,7 +319,7 @@ def max_half_diameter(X: Any, labels: Any) -> float:
 
 def _clusters(X: Any, labels: Any) -> list[np.ndarray]:
     """The points of each non-empty cluster, in label order."""
-    X, labels = np.asarray(X, dtype=np.float64), np.asarray(labels)
+    X, labels = to_numpy(X, "X"), to_numpy(labels, "labels", dtype=None)
     return [X[labels == a] for a in np.unique(labels)]
 
 
@@ -384,11 +394,21 @@ def feasible_radius_bracket(X: Any, k: int) -> tuple[float, float]:
     Parameters
     ----------
     X : array_like, shape (n, d)
+        numpy, lists, or torch on any device.
     k : int, 1 <= k <= n
 
     Returns
     -------
     (lo, hi) : tuple of float, 0 <= lo <= hi
+
+    Examples
+    --------
+    Two pairs of points 10 apart: one cluster needs r >= 5.5, two need only r >= 0.5.
+
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [1.0], [10.0], [11.0]])
+    >>> feasible_radius_bracket(X, 1), feasible_radius_bracket(X, 2)
+    ((5.5, 5.5), (0.5, 0.5))
     """
     X = _check_X(X)
     k = _check_k(k, len(X))
@@ -657,7 +677,7 @@ def _sdp_solve(prob: Any, solver: str, eps: float, max_iters: int) -> tuple[str,
     elif solver.upper() == "CLARABEL":
         opts = {"tol_gap_abs": eps, "tol_gap_rel": eps, "tol_feas": eps, "max_iter": max_iters}
     else:
-        raise ValueError(f"solver must be 'SCS' or 'CLARABEL'; got {solver!r}.")
+        raise ParameterError(f"solver must be 'SCS' or 'CLARABEL'; got {solver!r}.")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # cvxpy warns on "optimal_inaccurate"; callers get the status, and the bound that
@@ -744,11 +764,14 @@ def radius_sdp_bound(X: Any, k: int, r: float, *, eps: float = 1e-4, solver: str
     Returns
     -------
     SDPBound
+        ``Z`` of ``X``'s type (and device).
     """
-    X = _check_X(X)
+    X0, X = X, _check_X(X)
     k, r = _check_k(k, len(X)), _check_r(r)
     D = _distances(X)
-    return _pw_sdp(D**2, D > 2 * r, k, eps, solver, max_iters)
+    out = _pw_sdp(D**2, D > 2 * r, k, eps, solver, max_iters)
+    return out if out.Z is None or not is_torch(X0) else SDPBound(out.status, out.lower_bound, out.primal_value,
+                                                                   like(out.Z, X0), out.seconds)
 
 
 def paper_sdp(X: Any, k: int, r: float, *, cardinality: bool = True, rlt: bool = True,
@@ -785,26 +808,29 @@ def paper_sdp(X: Any, k: int, r: float, *, cardinality: bool = True, rlt: bool =
     Returns
     -------
     PaperSDP
+        ``b_hat`` of ``X``'s type (and device).
     """
-    X = _check_X(X)
+    X0, X = X, _check_X(X)
     n = len(X)
     k, r = _check_k(k, n), _check_r(r)
     _check_size("paper", n)
     D = _distances(X)
     # The same conflict test as conflict_graph and radius_kmeans (D > 2r, not D² > 4r²), so that
     # pairs at the boundary are classed alike by every entry point.
-    return _paper_sdp(D ** 2, D > 2 * r, k, r, cardinality, rlt, eps, solver, max_iters)
+    out = _paper_sdp(D ** 2, D > 2 * r, k, r, cardinality, rlt, eps, solver, max_iters)
+    return out if out.b_hat is None or not is_torch(X0) else PaperSDP(out.status, like(out.b_hat, X0), out.objective,
+                                                                       out.seconds)
 
 
 def _check_size(method: str, n: int) -> None:
     if method == "paper" and n > PAPER_MAX_N:
-        raise ValueError(
+        raise ParameterError(
             f"method 'paper' builds k PSD blocks of order n+1 and about 4 k n^2 RLT rows, and its "
             f"assignment MILP has one conflict cut per pair and cluster; it is limited to "
             f"n <= {PAPER_MAX_N} (got n={n}). Use method='sdp' or 'greedy'."
         )
     if method == "exact" and n > EXACT_MAX_N:
-        raise ValueError(
+        raise ParameterError(
             f"method 'exact' runs a dynamic program over all 3^n pairs of disjoint subsets; it is "
             f"limited to n <= {EXACT_MAX_N} (got n={n}). Use method='sdp' or 'greedy'."
         )
@@ -1019,8 +1045,8 @@ def _method_greedy(P: _Problem, seed: int, n_init: int) -> tuple[np.ndarray, str
     assignment polished by local search. The first start is the bracket's, so r >= hi never
     fails; when every start fails, an exact colouring MILP decides, named in the method."""
     n, k = len(P.X), P.k
-    rng = np.random.default_rng(seed)
-    starts = [P.start] + rng.integers(0, n, size=n_init - 1).tolist()
+    # seed=None draws from numpy's global generator only when there are random starts to make
+    starts = [P.start] + (rng(seed).integers(0, n, size=n_init - 1).tolist() if n_init > 1 else [])
     best, n_feasible = None, 0
     for s in starts:
         seeds = _farthest_first(P.D, k, s)
@@ -1045,14 +1071,13 @@ _METHODS = {"exact": _method_exact, "paper": _method_paper, "sdp": _method_sdp, 
 
 
 def _pick_method(method: str, n: int) -> str:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+    check_option(method, "method", METHODS)
     if method != "auto":
         return method
     return "exact" if n <= AUTO_EXACT_MAX_N else "sdp" if n <= AUTO_SDP_MAX_N else "greedy"
 
 
-def radius_kmeans(X: Any, k: int, r: float, *, method: str = "auto", seed: int = 0,
+def radius_kmeans(X: Any, k: int, r: float, *, method: str = "auto", seed: int | None = None,
                   n_init: int = 10, time_limit: float = 60.0) -> RadiusKMeansResult:
     """k-means in which no cluster is wider than 2r.
 
@@ -1066,8 +1091,11 @@ def radius_kmeans(X: Any, k: int, r: float, *, method: str = "auto", seed: int =
         Radius: any two points of a cluster are at most 2r apart.
     method : {"auto", "exact", "paper", "sdp", "greedy"}
         See the module docstring. ``"auto"`` picks exact (n <= 12), sdp (n <= 80) or greedy.
-    seed : int
-        Seeds the random farthest-first starts of the greedy method.
+    seed : int or None, default None
+        Seeds the random farthest-first starts of the greedy method (the other methods draw
+        nothing). ``None`` takes the next draw from numpy's global generator, which
+        :func:`helpers.runtime.setup` seeds with the notebook's base seed; pass an int (e.g.
+        ``env.seed_for("kmeans")``) for a result that does not depend on earlier draws.
     n_init : int
         Number of greedy starts.
     time_limit : float
@@ -1076,27 +1104,36 @@ def radius_kmeans(X: Any, k: int, r: float, *, method: str = "auto", seed: int =
     Returns
     -------
     RadiusKMeansResult
-        Labels (n,), centers (k, d), cost, lower bound (sdp only), method used.
+        Labels (n,), centers (k, d), cost, lower bound (sdp only), method used. Labels and
+        centers are torch tensors on ``X``'s device for a torch ``X``, numpy otherwise.
 
     Raises
     ------
     ValueError
-        Bad input (shape, NaN/inf, k outside 1..n, r <= 0, unknown method, n too large).
+        (a ``ParameterError``, also a TypeError) Bad input (shape, NaN/inf, k outside 1..n, r <= 0,
+        unknown method, n too large, a bad n_init, time_limit or seed).
     InfeasibleRadiusError
         No partition satisfies r (proved by the bracket, the SDP, a conflict clique,
         exhaustive search or an exact MILP; the message says which and gives the bracket).
     RadiusUndecidedError
         Neither a partition nor a proof was found within the time limits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [5.0, 0.0], [5.0, 1.0]])
+    >>> res = radius_kmeans(X, 2, r=1.0)
+    >>> res.labels.tolist(), res.cost, res.method
+    ([0, 0, 1, 1], 1.0, 'exact')
     """
-    X = _check_X(X)
+    X0, X = X, _check_X(X)
     n = len(X)
     k, r = _check_k(k, n), _check_r(r)
     name = _pick_method(method, n)
     _check_size(name, n)
-    if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
-        raise ValueError(f"n_init must be an integer >= 1; got {n_init!r}.")
-    if not isinstance(time_limit, (int, float, np.number)) or not time_limit > 0:
-        raise ValueError(f"time_limit must be a positive number of seconds; got {time_limit!r}.")
+    n_init = check_int(n_init, "n_init", low=1)
+    time_limit = check_real(time_limit, "time_limit", low=0, low_open=True, hint=" (seconds)")
+    seed = check_seed(seed)
     P = _problem(X, k, r, time_limit)
     if r < P.bracket[0]:
         raise P.infeasible(
@@ -1105,7 +1142,11 @@ def radius_kmeans(X: Any, k: int, r: float, *, method: str = "auto", seed: int =
     t0 = time.perf_counter()
     labels, used, details = _METHODS[name](P, seed, n_init)
     details["seconds"] = time.perf_counter() - t0
-    return _result(P, np.asarray(labels, dtype=np.int64), used, details)
+    res = _result(P, np.asarray(labels, dtype=np.int64), used, details)
+    if not is_torch(X0):
+        return res
+    return RadiusKMeansResult(like(res.labels, X0), like(res.centers, X0), res.cost, res.lower_bound, res.method,
+                              res.radius, res.details)
 
 
 def _problem(X: np.ndarray, k: int, r: float, time_limit: float) -> _Problem:
@@ -1181,7 +1222,7 @@ class RadiusKMeans(ClusterMixin, BaseEstimator):
         from sklearn.utils import check_random_state
         from sklearn.utils.validation import validate_data
 
-        X = validate_data(self, X, dtype=np.float64)
+        X = validate_data(self, to_numpy(X, "X") if is_torch(X) else X, dtype=np.float64)
         k = _check_k(self.n_clusters, len(X))
         r = self.radius
         if r is None:
@@ -1197,5 +1238,5 @@ class RadiusKMeans(ClusterMixin, BaseEstimator):
         from sklearn.utils.validation import check_is_fitted, validate_data
 
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, to_numpy(X, "X") if is_torch(X) else X, dtype=np.float64, reset=False)
         return np.argmin(_sqdist(X, self.cluster_centers_), axis=1)

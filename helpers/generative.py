@@ -17,7 +17,14 @@ Everything here is offline and takes seconds on one CPU thread:
   whose predictions label generated digits.
 
 Training is deterministic for a seed on the CPU: weights are initialised and mini-batches
-shuffled from generators seeded with ``seed``, without touching the global random state.
+shuffled from private generators seeded with ``seed``, without touching the global random
+state. ``seed=None`` (the default everywhere) takes the next draw from numpy's global
+generator, which :func:`helpers.runtime.setup` seeds with the notebook's base seed, so a
+notebook stays reproducible for a given ``BOOK_SEED``; pass an int (e.g.
+``env.seed_for("vae", s)``) for a result that does not depend on earlier draws.
+
+Bad arguments raise ``helpers._checks.ParameterError`` (a ``ValueError`` and a
+``TypeError``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from helpers._checks import ParameterError, check_int, check_option, check_real, check_seed, resolve_seed
 
 __all__ = ["load_digits_tensor", "DigitsVAE", "train_vae", "DigitsClassifier", "train_classifier"]
 
@@ -48,14 +57,8 @@ def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def _check_seed(seed) -> int:
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return int(seed)
-
-
 def load_digits_tensor(classes: Sequence[int] | None = None, class_weights: Mapping[int, float] | None = None,
-                       seed: int = 0, *, split: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+                       *, seed: int | None = None, split: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled digits as torch tensors, optionally with a chosen class mix.
 
     ``split="train"`` / ``"test"`` return the two parts of one fixed, stratified split (30 %
@@ -73,8 +76,11 @@ def load_digits_tensor(classes: Sequence[int] | None = None, class_weights: Mapp
         image) and every image of the other kept classes. Classes not named keep all their
         images. Every key must be a kept class.
     seed
-        Which images the fractions keep (a ``numpy.random.default_rng(seed)`` draw per class);
-        the result is a deterministic function of the arguments.
+        Keyword-only. Which images the fractions keep (a ``numpy.random.default_rng(seed)``
+        draw per class); the result is a deterministic function of the arguments for an int.
+        ``None`` (the default) takes the next draw from numpy's global generator, which
+        :func:`helpers.runtime.setup` seeds with the notebook's base seed; it is drawn only
+        when a fraction below 1 makes the choice random.
     split
         ``"all"`` (default, the 1797 images), ``"train"`` (1258) or ``"test"`` (539).
 
@@ -88,32 +94,42 @@ def load_digits_tensor(classes: Sequence[int] | None = None, class_weights: Mapp
     Raises
     ------
     ValueError
-        On unknown or repeated classes, a weight outside [0, 1], a weight for a class that is
-        not kept, a bad seed or split, or a selection that keeps no image.
+        (a ``ParameterError``, also a TypeError) On unknown or repeated classes, a weight outside
+        [0, 1], a weight for a class that is not kept, a bad seed or split, or a selection that
+        keeps no image.
+
+    Examples
+    --------
+    >>> X, y = load_digits_tensor(split="train")
+    >>> tuple(X.shape), X.dtype, tuple(y.shape)
+    ((1258, 64), torch.float32, (1258,))
+    >>> _, y = load_digits_tensor(classes=[0, 1], class_weights={0: 0.5}, seed=0)
+    >>> int((y == 0).sum()), int((y == 1).sum())
+    (89, 182)
     """
     from sklearn.datasets import load_digits
 
-    seed = _check_seed(seed)
-    if split not in _SPLITS:
-        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    seed = check_seed(seed)
+    check_option(split, "split", _SPLITS)
     if classes is None:
         kept = list(range(N_CLASSES))
     else:
         kept = list(classes)
         if not kept or not all(_is_int(c) and 0 <= c < N_CLASSES for c in kept) or len(set(kept)) != len(kept):
-            raise ValueError(f"classes must be distinct ints in 0..9, got {classes!r}")
+            raise ParameterError(f"classes must be distinct ints in 0..9, got {classes!r}")
         kept = [int(c) for c in kept]
     weights = {} if class_weights is None else dict(class_weights)
     for c, frac in weights.items():
         if not _is_int(c) or int(c) not in kept:
-            raise ValueError(f"class_weights names class {c!r}, which is not among the kept classes {kept}")
+            raise ParameterError(f"class_weights names class {c!r}, which is not among the kept classes {kept}")
         if isinstance(frac, bool) or not isinstance(frac, (int, float, np.integer, np.floating)) \
                 or not 0 <= frac <= 1:
-            raise ValueError(f"class_weights[{c}] must be a fraction in [0, 1], got {frac!r}")
+            raise ParameterError(f"class_weights[{c}] must be a fraction in [0, 1], got {frac!r}")
     data = load_digits()
     images, labels = data.data.astype(np.float32) / 16.0, data.target.astype(np.int64)
     in_split = _split_mask(labels, split)
-    rng = np.random.default_rng(seed)
+    # the seed only matters when a fraction drops images: only then is a None seed drawn
+    rng = np.random.default_rng(resolve_seed(seed) if any(float(f) < 1 for f in weights.values()) else 0)
     keep = np.zeros(len(labels), dtype=bool)
     for c in range(N_CLASSES):  # one draw per class in a fixed order: a class's subset does not depend on the others
         idx = np.flatnonzero((labels == c) & in_split)
@@ -121,7 +137,7 @@ def load_digits_tensor(classes: Sequence[int] | None = None, class_weights: Mapp
         if c in kept:
             keep[chosen] = True
     if not keep.any():
-        raise ValueError("the selection keeps no image; raise the class_weights fractions")
+        raise ParameterError("the selection keeps no image; raise the class_weights fractions")
     return torch.from_numpy(images[keep]), torch.from_numpy(labels[keep])
 
 
@@ -141,26 +157,22 @@ def _check_X(X, name: str = "X") -> torch.Tensor:
     if isinstance(X, np.ndarray):
         X = torch.from_numpy(np.ascontiguousarray(X))
     if not isinstance(X, torch.Tensor) or not X.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point torch tensor or numpy array of shape (N, 64), "
+        raise ParameterError(f"{name} must be a floating-point torch tensor or numpy array of shape (N, 64), "
                         f"got {type(X).__name__}" + (f" of dtype {X.dtype}" if hasattr(X, "dtype") else ""))
     if X.dim() != 2 or X.shape[1] != N_PIXELS or X.shape[0] < 2:
-        raise ValueError(f"{name} must have shape (N, {N_PIXELS}) with N >= 2 (flattened 8x8 digits), "
+        raise ParameterError(f"{name} must have shape (N, {N_PIXELS}) with N >= 2 (flattened 8x8 digits), "
                          f"got {tuple(X.shape)}")
     if not torch.isfinite(X).all():
-        raise ValueError(f"{name} has NaN or inf entries")
+        raise ParameterError(f"{name} has NaN or inf entries")
     return X.to(torch.float32)
 
 
 def _check_epochs(epochs) -> int:
-    if not _is_int(epochs) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    return int(epochs)
+    return check_int(epochs, "epochs", low=1)
 
 
 def _check_positive(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    check_real(value, name, low=0, low_open=True)
 
 
 def _resolve_device(X: torch.Tensor, device) -> torch.device:
@@ -207,14 +219,13 @@ class _cpu_threads:
 
 
 def _check_threads(threads) -> None:
-    if threads is not None and (not _is_int(threads) or threads < 1):
-        raise ValueError(f"threads must be None or a positive int, got {threads!r}")
+    check_int(threads, "threads", low=1, none_ok=True)
 
 
 def _progress(epochs: int, progress: bool, desc: str):
     from tqdm.auto import tqdm
 
-    return tqdm(range(epochs), disable=not progress, desc=desc, leave=False)
+    return tqdm(range(epochs), **({} if progress else {"disable": True}), desc=desc, leave=False)
 
 
 def _fit(model, opt, n: int, epochs: int, batch_size: int, seed: int, device, progress: bool, desc: str,
@@ -272,12 +283,9 @@ class DigitsVAE(nn.Module):
 
     def __init__(self, latent: int = 8, hidden: int = 128, slope: float = 0.2, sigma: float = 0.1):
         super().__init__()
-        if not _is_int(latent) or latent < 1:
-            raise ValueError(f"latent must be a positive int, got {latent!r}")
-        if not _is_int(hidden) or hidden < 1:
-            raise ValueError(f"hidden must be a positive int, got {hidden!r}")
-        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < 1:
-            raise ValueError(f"slope must be a number in [0, 1), got {slope!r}")
+        check_int(latent, "latent", low=1)
+        check_int(hidden, "hidden", low=1)
+        check_real(slope, "slope", low=0, high=1, high_open=True)
         _check_positive(sigma, "sigma")
         self.latent, self.hidden, self.sigma = int(latent), int(hidden), float(sigma)
         self.encoder = _mlp([N_PIXELS, hidden, hidden, 2 * latent], slope)
@@ -306,6 +314,21 @@ class DigitsVAE(nn.Module):
         r"""Negative ELBO per image, averaged over the batch (Gaussian likelihood, constant dropped).
 
         :math:`\|x - \hat x\|^2 / (2\sigma^2) + \mathrm{KL}(q(z|x)\,\|\,\mathcal N(0, I))`.
+
+        Parameters
+        ----------
+        x
+            Images, shape (B, 64), on the model's device.
+        generator
+            A ``torch.Generator`` on ``x``'s device for the reparametrisation noise (torch's own
+            meaning of ``generator=``, as in ``torch.randn``); ``None`` uses torch's global
+            generator, which :func:`helpers.runtime.setup` seeds with the notebook's base seed.
+            :func:`train_vae` passes a private generator seeded from its ``seed``.
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, differentiable with respect to the model's parameters.
         """
         mu, logvar = self.encode(x)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
@@ -315,7 +338,7 @@ class DigitsVAE(nn.Module):
         return (recon + kl).mean()
 
 
-def train_vae(X, latent: int = 8, epochs: int = 150, seed: int = 0, device=None, progress: bool = True, *,
+def train_vae(X, *, latent: int = 8, epochs: int = 150, seed: int | None = None, device=None, progress: bool = True,
               hidden: int = 128, sigma: float = 0.1, batch_size: int = 64, lr: float = 2e-3,
               threads: int | None = 1) -> DigitsVAE:
     """Train a :class:`DigitsVAE` with Adam on flattened digits.
@@ -333,7 +356,9 @@ def train_vae(X, latent: int = 8, epochs: int = 150, seed: int = 0, device=None,
         Passes over the data (default 150).
     seed
         Seeds the initial weights, the mini-batch order and the reparametrisation noise;
-        training on the CPU is deterministic for a seed.
+        training on the CPU is deterministic for a seed. ``None`` (the default) takes the next
+        draw from numpy's global generator, which :func:`helpers.runtime.setup` seeds with the
+        notebook's base seed.
     device
         Where to train and return the model; ``None`` uses ``X``'s device.
     progress
@@ -355,16 +380,17 @@ def train_vae(X, latent: int = 8, epochs: int = 150, seed: int = 0, device=None,
 
     Raises
     ------
-    TypeError, ValueError
-        On a malformed ``X`` (wrong type, shape or non-finite values) or a non-positive size.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On a malformed ``X`` (wrong type, shape or
+        non-finite values), a non-positive size or a bad seed.
     """
     X = _check_X(X)
-    seed, epochs = _check_seed(seed), _check_epochs(epochs)
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    seed, epochs = check_seed(seed), _check_epochs(epochs)
+    check_int(batch_size, "batch_size", low=1)
     _check_positive(lr, "lr")
     _check_threads(threads)
     device = _resolve_device(X, device)
+    seed = resolve_seed(seed)
     with _cpu_threads(threads, device):
         return _fit_vae(X, latent, epochs, seed, device, progress, hidden, sigma, batch_size, lr)
 
@@ -402,8 +428,7 @@ class DigitsClassifier(nn.Module):
     def __init__(self, hidden: int = 128, n_features: int = 64):
         super().__init__()
         for value, name in ((hidden, "hidden"), (n_features, "n_features")):
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(value, name, low=1)
         self.body = nn.Sequential(nn.Linear(N_PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, n_features), nn.ReLU())
         self.head = nn.Linear(n_features, N_CLASSES)
         self.loss_history: list[float] = []
@@ -423,7 +448,7 @@ class DigitsClassifier(nn.Module):
             return self.forward(x).argmax(dim=1)
 
 
-def train_classifier(X, y, epochs: int = 60, seed: int = 0, device=None, progress: bool = True, *,
+def train_classifier(X, y, *, epochs: int = 60, seed: int | None = None, device=None, progress: bool = True,
                      hidden: int = 128, n_features: int = 64, batch_size: int = 64, lr: float = 2e-3,
                      weight_decay: float = 1e-4, threads: int | None = 1) -> DigitsClassifier:
     """Train a :class:`DigitsClassifier` with Adam and cross-entropy.
@@ -441,6 +466,8 @@ def train_classifier(X, y, epochs: int = 60, seed: int = 0, device=None, progres
         Passes over the data (default 60).
     seed
         Seeds the initial weights and the mini-batch order (deterministic on the CPU).
+        ``None`` (the default) takes the next draw from numpy's global generator, which
+        :func:`helpers.runtime.setup` seeds with the notebook's base seed.
     device
         Where to train and return the model; ``None`` uses ``X``'s device.
     progress
@@ -459,29 +486,27 @@ def train_classifier(X, y, epochs: int = 60, seed: int = 0, device=None, progres
 
     Raises
     ------
-    TypeError, ValueError
-        On a malformed ``X`` or ``y``, mismatched lengths, labels outside 0..9 or a
-        non-positive size.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On a malformed ``X`` or ``y``, mismatched lengths,
+        labels outside 0..9, a non-positive size or a bad seed.
     """
     X = _check_X(X)
     if isinstance(y, np.ndarray):
         y = torch.from_numpy(y)
     if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool:
-        raise TypeError(f"y must be an integer torch tensor or numpy array of labels, got "
+        raise ParameterError(f"y must be an integer torch tensor or numpy array of labels, got "
                         f"{type(y).__name__}" + (f" of dtype {y.dtype}" if hasattr(y, "dtype") else ""))
     if y.shape != (len(X),):
-        raise ValueError(f"y must have shape ({len(X)},) to match X, got {tuple(y.shape)}")
+        raise ParameterError(f"y must have shape ({len(X)},) to match X, got {tuple(y.shape)}")
     if (y < 0).any() or (y >= N_CLASSES).any():
-        raise ValueError(f"labels must be in 0..{N_CLASSES - 1}, got values in [{int(y.min())}, {int(y.max())}]")
-    seed, epochs = _check_seed(seed), _check_epochs(epochs)
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise ParameterError(f"labels must be in 0..{N_CLASSES - 1}, got values in [{int(y.min())}, {int(y.max())}]")
+    seed, epochs = check_seed(seed), _check_epochs(epochs)
+    check_int(batch_size, "batch_size", low=1)
     _check_positive(lr, "lr")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(weight_decay) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    check_real(weight_decay, "weight_decay", low=0)
     _check_threads(threads)
     device = _resolve_device(X, device)
+    seed = resolve_seed(seed)
     with _cpu_threads(threads, device):
         return _fit_classifier(X, y, epochs, seed, device, progress, hidden, n_features, batch_size, lr, weight_decay)
 

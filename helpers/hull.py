@@ -60,14 +60,18 @@ whose distance to the hull is within rounding of ``tol_j`` itself (a relative ba
 and raises :class:`HullDecisionError`; pass a different ``rtol`` if that happens. Computation happens in centred coordinates scaled to unit size, so data at scale
 1e-3 or 1e3 are handled alike.
 
-Torch tensors are accepted (any device) and converted to float64 numpy arrays at the
-boundary; results are numpy.
+Types. Torch tensors are accepted (any device and float dtype, bfloat16 included) and
+converted to float64 numpy arrays at the boundary, where the computation happens. Tensors in,
+tensors out (the package's rule): when the queries (or, failing that, the points) are a torch
+tensor, ``HullResult.inside`` (bool), ``HullResult.normals`` and
+``HullResult.offsets`` (float64) are torch tensors on that tensor's device (float64 ones on
+the CPU for MPS, which has no float64). The per-query certificate weights and indices (ragged)
+and the stage names (strings) stay numpy; :meth:`HullResult.verify` accepts either.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -75,6 +79,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linprog, nnls
 from tqdm.auto import tqdm
+
+from helpers._checks import ParameterError, check_int, check_real, is_torch, like, to_numpy
 
 #: What the public functions accept as data: a numpy array, a torch tensor or nested lists.
 ArrayLike = Any
@@ -104,8 +110,8 @@ _BLOCK = 1 << 22
 _EPS = np.finfo(np.float64).eps
 
 
-class CertificateError(Exception):
-    """A certificate failed its check; ``failures`` maps query index to the reason."""
+class CertificateError(ValueError):
+    """A certificate failed its check (a ``ValueError``); ``failures`` maps query index to the reason."""
 
     def __init__(self, failures: dict[int, str], total: int):
         self.failures = dict(failures)
@@ -136,16 +142,17 @@ class HullResult:
 
     Attributes
     ----------
-    inside : np.ndarray, shape (Q,), bool
-        True where the query is in the convex hull (within tolerance).
+    inside : np.ndarray or torch.Tensor, shape (Q,), bool
+        True where the query is in the convex hull (within tolerance); a torch tensor on the
+        queries' device when the input was torch (module docstring, "Types").
     weight_indices : tuple of Q np.ndarray of int64
         For an inside query ``j``, the indices of the points with non-zero weight (at most a
         few more than ``d + 1``); empty for an outside query.
     weights : tuple of Q np.ndarray of float64
         The matching convex weights: positive and summing to 1; empty when outside.
-    normals : np.ndarray, shape (Q, d)
+    normals : np.ndarray or torch.Tensor, shape (Q, d), float64
         For an outside query, the normal ``a`` of a separating hyperplane; NaN rows when inside.
-    offsets : np.ndarray, shape (Q,)
+    offsets : np.ndarray or torch.Tensor, shape (Q,), float64
         For an outside query, the offset ``b`` with ``a·q > b >= max_i a·x_i``; NaN when inside.
     stage : np.ndarray, shape (Q,), str
         Which stage certified each query (one of :data:`STAGES`).
@@ -167,7 +174,7 @@ class HullResult:
     @property
     def fraction_inside(self) -> float:
         """Fraction of queries inside the hull (NaN for zero queries)."""
-        return float(self.inside.mean()) if len(self.inside) else float("nan")
+        return float(_np(self.inside).mean()) if len(self.inside) else float("nan")
 
     def stage_counts(self) -> dict[str, int]:
         """Number of queries certified by each stage, in :data:`STAGES` order."""
@@ -202,8 +209,8 @@ class HullResult:
             When the data do not match this result's shapes.
         """
         X, Q = _validate(points, queries)
-        if len(Q) != len(self.inside) or self.normals.shape[1:] != (X.shape[1],):
-            raise ValueError(
+        if len(Q) != len(self.inside) or tuple(self.normals.shape[1:]) != (X.shape[1],):
+            raise ParameterError(
                 f"this result is for {len(self.inside)} queries in {self.normals.shape[1]} "
                 f"dimensions, but got queries of shape {Q.shape}; pass the same points and "
                 "queries that produced it"
@@ -217,14 +224,14 @@ class HullResult:
 def _check_certificates(X: np.ndarray, Q: np.ndarray, tol: np.ndarray, res: HullResult) -> dict[int, str]:
     """Reasons keyed by query index for every certificate of ``res`` that fails (see verify)."""
     failures: dict[int, str] = {}
-    inside = np.asarray(res.inside, dtype=bool)
+    inside = _np(res.inside).astype(bool)
     for j in np.flatnonzero(inside):
         why = _check_weights(X, Q[j], tol[j], res.weight_indices[j], res.weights[j])
         if why:
             failures[int(j)] = why
     out = np.flatnonzero(~inside)
     if out.size:
-        A, b = np.asarray(res.normals[out], float), np.asarray(res.offsets[out], float)
+        A, b = _np(res.normals)[out].astype(float), _np(res.offsets)[out].astype(float)
         finite = np.isfinite(A).all(1) & np.isfinite(b) & (np.abs(A).sum(1) > 0)
         A0 = np.where(finite[:, None], A, 0.0)
         top = _max_products(X, A0)
@@ -270,17 +277,14 @@ def _max_products(X: np.ndarray, A: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- input checks
 
 
+def _np(a: Any) -> np.ndarray:
+    """A result array as numpy (a torch tensor is copied to the host)."""
+    return a.detach().cpu().numpy() if is_torch(a) else np.asarray(a)
+
+
 def _as_array(x: Any, name: str) -> np.ndarray:
-    """``x`` as a float64 numpy array (torch tensors are detached and moved to the CPU)."""
-    if type(x).__module__.split(".")[0] == "torch":
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{name} is complex; pass real coordinates (e.g. np.real or stack re/im)")
-    try:
-        return np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be numeric (numpy or torch), got dtype {arr.dtype}") from err
+    """``x`` as a float64 numpy array (torch tensors of any device and float dtype included)."""
+    return to_numpy(x, name)
 
 
 def _validate(points: ArrayLike, queries: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -288,17 +292,17 @@ def _validate(points: ArrayLike, queries: ArrayLike) -> tuple[np.ndarray, np.nda
     X, Q = _as_array(points, "points"), _as_array(queries, "queries")
     for name, a, shape in (("points", X, "(N, d)"), ("queries", Q, "(Q, d)")):
         if a.ndim != 2:
-            raise ValueError(
+            raise ParameterError(
                 f"{name} must be a 2-D array of shape {shape}, got ndim={a.ndim} (shape "
                 f"{a.shape}); reshape 1-D data with .reshape(-1, 1) (one coordinate) or "
                 f"[None, :] (one row)"
             )
     if X.shape[0] == 0:
-        raise ValueError("points is empty (N = 0): the hull of no points is empty; pass at least one point")
+        raise ParameterError("points is empty (N = 0): the hull of no points is empty; pass at least one point")
     if X.shape[1] == 0:
-        raise ValueError("points have no coordinates (d = 0); pass arrays of shape (N, d) with d >= 1")
+        raise ParameterError("points have no coordinates (d = 0); pass arrays of shape (N, d) with d >= 1")
     if Q.shape[1] != X.shape[1]:
-        raise ValueError(
+        raise ParameterError(
             f"dimension mismatch: points have d={X.shape[1]} coordinates but queries have "
             f"{Q.shape[1]}; pass queries of shape (Q, {X.shape[1]})"
         )
@@ -306,7 +310,7 @@ def _validate(points: ArrayLike, queries: ArrayLike) -> tuple[np.ndarray, np.nda
         bad = ~np.isfinite(a)
         if bad.any():
             rows = np.flatnonzero(bad.any(axis=1))
-            raise ValueError(
+            raise ParameterError(
                 f"{name} contain NaN or infinite values (rows {rows[:10].tolist()}"
                 f"{' ...' if rows.size > 10 else ''}); drop or impute those rows first"
             )
@@ -613,11 +617,14 @@ def in_hull(
     -------
     HullResult
         ``inside`` (Q,) and a verified certificate per query; see :class:`HullResult`.
+        ``inside``, ``normals`` and ``offsets`` are torch tensors on the queries' device when
+        the queries (or the points) are torch, numpy otherwise.
 
     Raises
     ------
     ValueError
-        For NaN/infinite values, wrong ndim, dimension mismatch, no points, or a bad rtol.
+        (a ``ParameterError``, also a TypeError) For NaN/infinite values, wrong ndim, dimension
+        mismatch, no points, a bad rtol, fw_iter or cg_rounds.
     HullDecisionError
         When some query can be certified neither inside nor outside (its distance to the
         hull is within rounding of the tolerance); the message names the indices.
@@ -631,20 +638,29 @@ def in_hull(
     [True, False, True]
     >>> res.verify(square, [[0.5, 0.5], [2.0, 0.5], [1.0, 1.0]])
     True
+
+    Torch in, torch out:
+
+    >>> import torch
+    >>> in_hull(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.5], [1.5]])).inside
+    tensor([ True, False])
     """
-    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 < rtol < 1e-2:
-        raise ValueError(f"rtol must be a number in (0, 1e-2), got {rtol!r}; the default is 1e-9")
-    if min(fw_iter, cg_rounds) < 0:
-        raise ValueError(f"fw_iter and cg_rounds must be >= 0, got {fw_iter} and {cg_rounds}")
+    check_real(rtol, "rtol", low=0, high=1e-2, low_open=True, high_open=True, hint="; the default is 1e-9")
+    fw_iter, cg_rounds = check_int(fw_iter, "fw_iter", low=0), check_int(cg_rounds, "cg_rounds", low=0)
     X, Q = _validate(points, queries)
     tol = _tolerances(X, Q, float(rtol))
     opts = dict(fw_iter=int(fw_iter), cg_rounds=int(cg_rounds))
     step = max(1, min(4096, _BLOCK // len(X)))
     parts = []
-    with tqdm(total=len(Q), disable=not progress, desc="in_hull", unit="query") as bar:
+    with tqdm(total=len(Q), **({} if progress else {"disable": True}), desc="in_hull", unit="query") as bar:
         for s in range(0, len(Q), step):
             parts.append(_solve_block(X, Q[s : s + step], tol[s : s + step], opts, bar))
-    return _assemble(X, Q, tol, parts, float(rtol))
+    res = _assemble(X, Q, tol, parts, float(rtol))
+    ref = queries if is_torch(queries) else points
+    if not is_torch(ref):
+        return res
+    return HullResult(like(res.inside, ref), res.weight_indices, res.weights, like(res.normals, ref),
+                      like(res.offsets, ref), res.stage, res.rtol)
 
 
 def _assemble(X: np.ndarray, Q: np.ndarray, tol: np.ndarray, parts: list[_Work], rtol: float) -> HullResult:
@@ -693,14 +709,12 @@ def interpolation_probability(points: ArrayLike, queries: ArrayLike, **kwargs: A
     """
     res = in_hull(points, queries, **kwargs)
     if len(res) == 0:
-        raise ValueError("queries is empty: the fraction inside is undefined; pass at least one query")
+        raise ParameterError("queries is empty: the fraction inside is undefined; pass at least one query")
     return res.fraction_inside
 
 
 def _positive_int(n: Any, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return int(n)
+    return check_int(n, name, low=1)
 
 
 def wendel_probability(n: int, d: int) -> float:

@@ -32,6 +32,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers._checks import ParameterError
+
 __all__ = ["jvp", "linearize", "UnsupportedLayerError"]
 
 
@@ -790,33 +792,33 @@ METHOD_RULES: dict = {
 
 def _check_inputs(model: nn.Module, x: torch.Tensor, tensors: list) -> None:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        raise ParameterError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        raise ParameterError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     if x.dim() == 0:
-        raise ValueError("x must have a leading batch axis, got a 0-d tensor")
+        raise ParameterError("x must have a leading batch axis, got a 0-d tensor")
     if all(t.device == x.device and (t.dtype == x.dtype or not t.is_floating_point()) for t in tensors):
         return
     for name, p in list(model.named_parameters()) + list(model.named_buffers()):  # name the culprit
         if p.is_floating_point() and p.dtype != x.dtype:
-            raise TypeError(f"x is {x.dtype} but the model's '{name}' is {p.dtype}: "
+            raise ParameterError(f"x is {x.dtype} but the model's '{name}' is {p.dtype}: "
                             f"call model.to({x.dtype}) or pass x.to({p.dtype})")
         if p.device != x.device:
-            raise ValueError(f"x is on {x.device} but the model's '{name}' is on {p.device}: "
+            raise ParameterError(f"x is on {x.device} but the model's '{name}' is on {p.device}: "
                              f"move one of them, e.g. x.to('{p.device}')")
 
 
 def _tangent_count(x: torch.Tensor, v: torch.Tensor) -> int:
     """1 when ``v`` has x's shape, K when it has shape (B, K, *x.shape[1:])."""
     if not isinstance(v, torch.Tensor):
-        raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
+        raise ParameterError(f"v must be a torch.Tensor, got {type(v).__name__}")
     if v.dtype != x.dtype or v.device != x.device:
-        raise TypeError(f"v must match x's dtype and device ({x.dtype}, {x.device}), got ({v.dtype}, {v.device})")
+        raise ParameterError(f"v must match x's dtype and device ({x.dtype}, {x.device}), got ({v.dtype}, {v.device})")
     if v.shape == x.shape:
         return 1
     if v.dim() == x.dim() + 1 and v.shape[0] == x.shape[0] and v.shape[2:] == x.shape[1:] and v.shape[1] >= 1:
         return v.shape[1]
-    raise ValueError(f"v must have x's shape {tuple(x.shape)} or (B, K, *x.shape[1:]) = "
+    raise ParameterError(f"v must have x's shape {tuple(x.shape)} or (B, K, *x.shape[1:]) = "
                      f"({x.shape[0]}, K, {', '.join(map(str, x.shape[1:]))}) for K tangents per sample; "
                      f"got {tuple(v.shape)}")
 
@@ -995,11 +997,25 @@ def linearize(model: nn.Module, x: torch.Tensor, *, reuse_buffers: bool = True):
     ------
     UnsupportedLayerError
         If an operation is not CPA or has no rule; the message names it and where it sits.
-    TypeError, ValueError
-        On wrong types, shapes, dtypes or devices, with the fix in the message.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On wrong types, shapes, dtypes or devices (a tensor
+        on another device than the model's included), with the fix in the message.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+    ...     _ = net[0].bias.zero_()
+    >>> y, jvp_fn = linearize(net, torch.tensor([[1.0, 1.0]]))
+    >>> jvp_fn(torch.tensor([[3.0, 5.0]])).tolist()  # the second unit is off at x: its slope is 0
+    [[3.0, 0.0]]
+    >>> jvp_fn(torch.eye(2)[None]).shape  # K = 2 tangents per sample: the Jacobian's columns
+    torch.Size([1, 2, 2])
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     modules, tensors = _model_tensors(model)
     _check_inputs(model, x, tensors)
     trace = _trace(model, modules, tensors)
@@ -1063,6 +1079,19 @@ def jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor):
     ------
     UnsupportedLayerError
         If the model contains a non-CPA operation; the message names it and where it sits.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On wrong types, shapes, dtypes or devices.
+
+    Examples
+    --------
+    At ``x = (1, -1)`` the leaky ReLU keeps the first coordinate and scales the second by its
+    negative slope 0.1, and so does its Jacobian with the tangent:
+
+    >>> import torch
+    >>> net = torch.nn.LeakyReLU(0.1)
+    >>> y, jv = jvp(net, torch.tensor([[1.0, -1.0]]), torch.tensor([[3.0, 5.0]]))
+    >>> y.tolist(), jv.tolist()
+    ([[1.0, -0.10000000149011612]], [[3.0, 0.5]])
     """
     y, jvp_fn = linearize(model, x)
     return y, jvp_fn(v)

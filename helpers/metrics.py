@@ -20,8 +20,12 @@ trained classifier and compare feature sets with these functions.
 * :func:`frechet_distance`: the distance between Gaussian fits of two feature sets (the "F" of
   FID when the features are Inception's).
 
-Features may be numpy arrays or torch tensors of shape (N, F); everything is computed in
-float64 numpy. Distances are exact pairwise differences (``scipy.spatial.distance.cdist``, not
+Features may be numpy arrays or torch tensors (any device and float dtype) of shape (N, F);
+everything is computed in float64 numpy. Scalar metrics are Python floats; the one array
+result, :func:`knn_radii`, follows the package's rule (tensors in, tensors out): float64 on the
+input's device for a torch input (on the CPU for MPS, which has no float64), numpy otherwise.
+
+Distances are exact pairwise differences (``scipy.spatial.distance.cdist``, not
 the ``|a|² + |b|² - 2ab`` expansion, whose cancellation can move a point across a ball's
 boundary), in row blocks so memory stays at ``block_size * N`` numbers.
 """
@@ -29,22 +33,21 @@ boundary), in row blocks so memory stays at ``block_size * N`` numbers.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy.spatial.distance import cdist
+
+from helpers._checks import ParameterError, check_int, like, to_numpy
 
 __all__ = ["precision_recall", "density_coverage", "manifold_metrics", "frechet_distance", "knn_radii"]
 
 
 def _features(x, name: str) -> np.ndarray:
-    """A finite float64 (N, F) numpy array from a torch tensor or array-like."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float64).numpy()
-    arr = np.asarray(x, dtype=np.float64)
+    """A finite float64 (N, F) numpy array from a torch tensor (any device) or array-like."""
+    arr = to_numpy(x, name)
     if arr.ndim != 2 or 0 in arr.shape:
-        raise ValueError(f"{name} must have shape (N, F) with N, F >= 1, got {arr.shape}; "
+        raise ParameterError(f"{name} must have shape (N, F) with N, F >= 1, got {arr.shape}; "
                          "flatten each sample's features into one row")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} has {int((~np.isfinite(arr)).sum())} NaN or inf entries; "
+        raise ParameterError(f"{name} has {int((~np.isfinite(arr)).sum())} NaN or inf entries; "
                          "check the feature extractor's inputs")
     return arr
 
@@ -52,32 +55,38 @@ def _features(x, name: str) -> np.ndarray:
 def _pair(a, b, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     a, b = _features(a, names[0]), _features(b, names[1])
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"{names[0]} has {a.shape[1]} features per sample but {names[1]} has {b.shape[1]}; "
+        raise ParameterError(f"{names[0]} has {a.shape[1]} features per sample but {names[1]} has {b.shape[1]}; "
                          "embed both sets with the same feature extractor")
     return a, b
 
 
 def _check_k(k, sizes: dict[str, int]) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = check_int(k, "k", low=1)
     for name, n in sizes.items():
         if k >= n:
-            raise ValueError(f"k={k} needs at least k + 1 = {k + 1} samples in {name} (a point's k-th "
+            raise ParameterError(f"k={k} needs at least k + 1 = {k + 1} samples in {name} (a point's k-th "
                              f"neighbour excludes itself), got {n}; lower k or add samples")
     return int(k)
 
 
 def _check_block(block_size) -> int:
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
-    return int(block_size)
+    return check_int(block_size, "block_size", low=1)
 
 
 def _blocks(n: int, size: int):
     return (slice(i, min(i + size, n)) for i in range(0, n, size))
 
 
-def knn_radii(features, k: int = 5, *, block_size: int = 1024) -> np.ndarray:
+def _knn_radii(x: np.ndarray, k: int, block_size: int) -> np.ndarray:
+    radii = np.empty(len(x))
+    for rows in _blocks(len(x), block_size):
+        dist = cdist(x[rows], x)
+        dist[np.arange(dist.shape[0]), np.arange(rows.start, rows.stop)] = np.inf  # exclude the point itself
+        radii[rows] = np.partition(dist, k - 1, axis=1)[:, k - 1]
+    return radii
+
+
+def knn_radii(features, k: int = 5, *, block_size: int = 1024):
     """Distance from each point to its k-th nearest neighbour in the same set, itself excluded.
 
     Parameters
@@ -92,17 +101,19 @@ def knn_radii(features, k: int = 5, *, block_size: int = 1024) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        Shape (N,), float64.
+    torch.Tensor or numpy.ndarray
+        Shape (N,), float64 (exact ball membership needs it); torch on ``features``' device for
+        a torch input, numpy otherwise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> knn_radii(torch.tensor([[0.0], [1.0], [3.0]]), k=1)
+    tensor([1., 1., 2.], dtype=torch.float64)
     """
     x = _features(features, "features")
     k, block_size = _check_k(k, {"features": len(x)}), _check_block(block_size)
-    radii = np.empty(len(x))
-    for rows in _blocks(len(x), block_size):
-        dist = cdist(x[rows], x)
-        dist[np.arange(dist.shape[0]), np.arange(rows.start, rows.stop)] = np.inf  # exclude the point itself
-        radii[rows] = np.partition(dist, k - 1, axis=1)[:, k - 1]
-    return radii
+    return like(_knn_radii(x, k, block_size), features)
 
 
 def _ball_counts(probes: np.ndarray, centers: np.ndarray, radii: np.ndarray, block_size: int) -> np.ndarray:
@@ -139,13 +150,23 @@ def precision_recall(real_features, fake_features, k: int = 5, *, block_size: in
     Raises
     ------
     ValueError
-        On NaN or inf features, mismatched feature dimensions, non-2-D input, or ``k`` too large.
+        (a ``ParameterError``, also a TypeError) On NaN or inf features, mismatched feature
+        dimensions, non-2-D input, or ``k`` too large.
+
+    Examples
+    --------
+    Fakes that sit on half of the real points: full precision, half the recall.
+
+    >>> import numpy as np
+    >>> real = np.array([[0.0], [1.0], [10.0], [11.0]])
+    >>> precision_recall(real, real[:2] + 0.1, k=1)
+    (1.0, 0.5)
     """
     real, fake = _pair(real_features, fake_features, ("real_features", "fake_features"))
     k = _check_k(k, {"real_features": len(real), "fake_features": len(fake)})
     block_size = _check_block(block_size)
-    precision = np.mean(_ball_counts(fake, real, knn_radii(real, k, block_size=block_size), block_size) > 0)
-    recall = np.mean(_ball_counts(real, fake, knn_radii(fake, k, block_size=block_size), block_size) > 0)
+    precision = np.mean(_ball_counts(fake, real, _knn_radii(real, k, block_size), block_size) > 0)
+    recall = np.mean(_ball_counts(real, fake, _knn_radii(fake, k, block_size), block_size) > 0)
     return float(precision), float(recall)
 
 
@@ -172,7 +193,7 @@ def density_coverage(real_features, fake_features, k: int = 5, *, block_size: in
     """
     real, fake = _pair(real_features, fake_features, ("real_features", "fake_features"))
     k, block_size = _check_k(k, {"real_features": len(real)}), _check_block(block_size)
-    radii = knn_radii(real, k, block_size=block_size)
+    radii = _knn_radii(real, k, block_size)
     density = _ball_counts(fake, real, radii, block_size).sum() / (k * len(fake))
     # coverage asks, per real ball, whether its nearest fake sample is inside
     nearest_fake = np.concatenate([cdist(real[rows], fake).min(axis=1) for rows in _blocks(len(real), block_size)])
@@ -202,20 +223,27 @@ def manifold_metrics(real_features, fake_features, k: int = 5, *, real_radii=Non
     Raises
     ------
     ValueError
-        As :func:`precision_recall`, or when ``real_radii`` has the wrong shape or invalid values.
+        (a ``ParameterError``, also a TypeError) As :func:`precision_recall`, or when ``real_radii``
+        has the wrong shape or invalid values.
+
+    Examples
+    --------
+    >>> import torch
+    >>> real = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+    >>> manifold_metrics(real, real[:2] + 0.1, k=1)
+    {'precision': 1.0, 'recall': 0.5, 'density': 1.5, 'coverage': 0.5}
     """
     real, fake = _pair(real_features, fake_features, ("real_features", "fake_features"))
     k = _check_k(k, {"real_features": len(real), "fake_features": len(fake)})
     block_size = _check_block(block_size)
     if real_radii is None:
-        real_radii = knn_radii(real, k, block_size=block_size)
+        real_radii = _knn_radii(real, k, block_size)
     else:
-        real_radii = np.asarray(real_radii.detach().cpu() if isinstance(real_radii, torch.Tensor) else real_radii,
-                                dtype=np.float64)
+        real_radii = to_numpy(real_radii, "real_radii")
         if real_radii.shape != (len(real),) or not np.all(np.isfinite(real_radii)) or np.any(real_radii < 0):
-            raise ValueError(f"real_radii must be knn_radii(real_features, k): shape ({len(real)},), finite, "
+            raise ParameterError(f"real_radii must be knn_radii(real_features, k): shape ({len(real)},), finite, "
                              f">= 0; got shape {real_radii.shape}")
-    fake_radii = knn_radii(fake, k, block_size=block_size)
+    fake_radii = _knn_radii(fake, k, block_size)
     real_balls_holding = np.empty(len(fake), dtype=np.int64)   # per fake sample: real balls that contain it
     covered = np.zeros(len(real), dtype=bool)                  # per real ball: holds a fake sample
     recalled = np.zeros(len(real), dtype=bool)                 # per real sample: inside a fake ball
@@ -231,7 +259,7 @@ def manifold_metrics(real_features, fake_features, k: int = 5, *, real_radii=Non
 
 def _gaussian_fit(x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     if len(x) < 2:
-        raise ValueError(f"{name} needs at least 2 samples to estimate a covariance, got {len(x)}")
+        raise ParameterError(f"{name} needs at least 2 samples to estimate a covariance, got {len(x)}")
     return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
 
 

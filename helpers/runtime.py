@@ -17,6 +17,15 @@ applies them once and prints them in one line:
     through :meth:`Runtime.rng`, :meth:`Runtime.torch_gen` or :meth:`Runtime.seed_for`, so
     ``BOOK_SEED=1`` reruns the whole page on other data splits, weights, latents and trials.
     Data that reproduce a paper's own instance keep a named constant seed instead.
+
+    The package's one rule for seeds: every ``helpers`` function that draws random numbers
+    takes a keyword ``seed`` (only the scikit-learn estimator says ``random_state``), and
+    ``seed=None``, the default, means the next draw from numpy's global generator, which
+    :func:`setup` seeds with the base seed; so a page that calls helpers without seeds is
+    still reproducible for a given ``BOOK_SEED``, while a seed from :meth:`Runtime.seed_for`
+    makes one result independent of the draws before it. (``DigitsVAE.loss(generator=...)``
+    takes a ``torch.Generator``, torch's own meaning of the word; ``None`` is torch's global
+    generator, also seeded by :func:`setup`.)
 ``BOOK_STRICT``
     ``1`` makes a claim check that fails in this run raise (``make book``); unset or ``0``
     shows it as a visible note (readers, ``make test``, ``make sweep``). See

@@ -24,10 +24,17 @@ Pipeline: :func:`jacobian` (one CPA tangent pass with the ``d`` basis directions
 weights (log-sum-exp) -> :func:`resample_indices` / :func:`resample`, with
 :func:`effective_sample_size` to report how many proposals the weights really use.
 
-Conventions. Jacobians, singular values and log-volumes are torch tensors (float64 for the
-last two) on the input's device, except on MPS, which has no float64: there they are computed
-and returned on the CPU. Weights, indices and effective sample sizes are numpy (float64,
-int64): they are small vectors consumed by numpy's random generator. Log-volumes are in nats.
+Conventions. Tensors in, tensors out (the package's rule, stated on the API page): Jacobians are
+torch tensors of ``z``'s dtype and device; singular values, log-volumes and weights are
+float64 on the input's device; indices are int64 on the weights' device. MPS has no float64:
+float64 results of an MPS input are computed and returned on the CPU. A numpy input gives
+numpy weights and indices. Weights and indices are computed in float64 numpy internally
+(small vectors, one host copy each), so a torch and a numpy input give the same numbers.
+The effective sample size is a Python float. Log-volumes are in nats.
+
+Randomness. :func:`resample_indices` and :func:`resample` take ``seed``: an int, a
+``numpy.random.Generator``, or ``None`` for the next draw from numpy's global generator, which
+:func:`helpers.runtime.setup` seeds with the notebook's base seed (``BOOK_SEED``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from helpers._checks import ParameterError, check_int, check_option, check_real, like, rng, to_numpy
 from helpers.jvp import UnsupportedLayerError, linearize  # noqa: F401  (the error jacobian() propagates)
 
 __all__ = [
@@ -69,23 +77,20 @@ _EPS64 = float(np.finfo(np.float64).eps)
 
 def _check_generator_call(generator, z, method: str, chunk_size) -> None:
     if not isinstance(generator, nn.Module):
-        raise TypeError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
+        raise ParameterError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
     if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-        raise TypeError(f"z must be a floating-point torch.Tensor, got {type(z).__name__}"
+        raise ParameterError(f"z must be a floating-point torch.Tensor, got {type(z).__name__}"
                         + (f" of dtype {z.dtype}" if isinstance(z, torch.Tensor) else ""))
     if z.dim() < 2 or z.shape[0] == 0 or z[0].numel() == 0:
-        raise ValueError(f"z must have shape (B, d) (or (B, *latent_shape)) with B >= 1 and d >= 1, "
+        raise ParameterError(f"z must have shape (B, d) (or (B, *latent_shape)) with B >= 1 and d >= 1, "
                          f"got {tuple(z.shape)}; add a batch axis with z[None] for a single latent")
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
+    check_option(method, "method", _METHODS)
+    check_int(chunk_size, "chunk_size", low=1, none_ok=True)
 
 
 def _as_jacobian(cols, B: int, d: int) -> torch.Tensor:
     if not isinstance(cols, torch.Tensor):
-        raise ValueError(f"the generator must return one tensor, got {type(cols).__name__}")
+        raise ParameterError(f"the generator must return one tensor, got {type(cols).__name__}")
     return cols.reshape(B, d, -1).transpose(1, 2)  # (B, d, D) -> (B, D, d)
 
 
@@ -142,8 +147,19 @@ def jacobian(generator: nn.Module, z: torch.Tensor, *, method: str = "cpa",
     ------
     helpers.jvp.UnsupportedLayerError
         With ``method="cpa"``, if the generator has a non-CPA operation (the message names it).
-    TypeError, ValueError
-        On a wrong generator, latent type or shape, method or chunk size.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On a wrong generator, latent type or shape, method
+        or chunk size.
+
+    Examples
+    --------
+    For an affine generator every Jacobian is its weight matrix:
+
+    >>> import torch
+    >>> G = torch.nn.Linear(2, 4)
+    >>> J = jacobian(G, torch.randn(3, 2))
+    >>> J.shape, bool((J == G.weight).all())
+    (torch.Size([3, 4, 2]), True)
     """
     _check_generator_call(generator, z, method, chunk_size)
     with torch.no_grad():  # sampling never back-propagates through J; skip the autograd graph
@@ -159,19 +175,17 @@ def jacobian(generator: nn.Module, z: torch.Tensor, *, method: str = "cpa",
 def _check_top_k(top_k, d: int) -> int:
     if top_k is None:
         return d
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= d:
-        raise ValueError(f"top_k must be None or an int in [1, {d}] (the latent dimension), got {top_k!r}")
-    return int(top_k)
+    return check_int(top_k, "top_k", low=1, high=d, none_ok=True, hint=" (the latent dimension)")
 
 
 def _check_jacobian(J) -> torch.Tensor:
     if not isinstance(J, torch.Tensor) or not J.is_floating_point():
-        raise TypeError(f"J must be a floating-point torch.Tensor of shape (B, D, d), got {type(J).__name__}")
+        raise ParameterError(f"J must be a floating-point torch.Tensor of shape (B, D, d), got {type(J).__name__}")
     if J.dim() != 3 or 0 in J.shape:
-        raise ValueError(f"J must have shape (B, D, d) with no empty axis, got {tuple(J.shape)}; "
+        raise ParameterError(f"J must have shape (B, D, d) with no empty axis, got {tuple(J.shape)}; "
                          "jacobian() returns this layout")
     if not torch.isfinite(J).all():
-        raise ValueError("J contains NaN or inf entries; check the generator's weights and latents")
+        raise ParameterError("J contains NaN or inf entries; check the generator's weights and latents")
     return J.cpu() if J.device.type == "mps" else J  # MPS has no float64
 
 
@@ -217,8 +231,7 @@ def singular_values_from_jacobian(J: torch.Tensor, top_k: int | None = None, *, 
     """
     J = _check_jacobian(J)
     k = _check_top_k(top_k, J.shape[2])
-    if solver not in _SOLVERS:
-        raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
+    check_option(solver, "solver", _SOLVERS)
     rtol = _check_rtol(rtol, J, solver)
     J64 = J.to(torch.float64)
     if solver == "svd":
@@ -235,10 +248,9 @@ def _check_rtol(rtol, J: torch.Tensor, solver: str) -> float:
     floor = math.sqrt(max(J.shape[1:]) * _EPS64) if solver == "eigh" else 0.0
     if rtol is None:
         return max(_default_rtol(J), floor)
-    if not isinstance(rtol, (int, float)) or not math.isfinite(rtol) or rtol < 0:
-        raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}")
+    rtol = check_real(rtol, "rtol", low=0)
     if rtol < floor:
-        raise ValueError(f"rtol={rtol:.3g} is below what solver='eigh' resolves (sqrt(max(D, d) * eps64) = "
+        raise ParameterError(f"rtol={rtol:.3g} is below what solver='eigh' resolves (sqrt(max(D, d) * eps64) = "
                          f"{floor:.3g}); pass solver='svd' or rtol >= {floor:.3g}")
     return float(rtol)
 
@@ -248,11 +260,13 @@ def _top_singular_values(singular_values, top_k) -> torch.Tensor:
     if not isinstance(singular_values, torch.Tensor):  # copy numpy views (e.g. reversed) torch cannot wrap
         singular_values = np.ascontiguousarray(singular_values, dtype=np.float64)
     sigma = torch.as_tensor(singular_values)
+    if sigma.device.type == "mps":  # MPS has no float64
+        sigma = sigma.cpu()
     if sigma.dim() != 2 or 0 in sigma.shape:
-        raise ValueError(f"singular_values must have shape (B, d), got {tuple(sigma.shape)}")
+        raise ParameterError(f"singular_values must have shape (B, d), got {tuple(sigma.shape)}")
     sigma = sigma.to(torch.float64)
     if not torch.isfinite(sigma).all() or (sigma < 0).any():
-        raise ValueError("singular_values must be finite and non-negative")
+        raise ParameterError("singular_values must be finite and non-negative")
     k = _check_top_k(top_k, sigma.shape[1])
     return sigma.sort(dim=1, descending=True).values[:, :k]
 
@@ -287,8 +301,9 @@ def log_volume_from_singular_values(singular_values: torch.Tensor | np.ndarray,
 
     Returns
     -------
-    torch.Tensor
-        Shape (B,), float64 (a numpy input comes back as a CPU tensor).
+    torch.Tensor or numpy.ndarray
+        Shape (B,), float64: torch on the input's device for a torch input, numpy for a numpy
+        input (or a list).
 
     Raises
     ------
@@ -296,7 +311,8 @@ def log_volume_from_singular_values(singular_values: torch.Tensor | np.ndarray,
         If the input is not 2-D, has negative, NaN or inf entries, or ``top_k`` is out of range.
     """
     top = _top_singular_values(singular_values, top_k)
-    return _log_volume(top)
+    lv = _log_volume(top)
+    return lv if isinstance(singular_values, torch.Tensor) else lv.numpy()
 
 
 def log_volume_from_jacobian(J: torch.Tensor, top_k: int | None = None, *, solver: str = "eigh",
@@ -364,6 +380,19 @@ def log_volume(generator: nn.Module, z: torch.Tensor, top_k: int | None = None, 
     torch.Tensor
         Shape (B,), float64; ``-inf`` (with a ``RuntimeWarning``) where the Jacobian is
         rank-deficient within the top ``top_k`` singular values.
+
+    Examples
+    --------
+    A linear map that doubles one coordinate and triples the other has volume factor 6
+    everywhere; a ReLU network's factor changes from region to region.
+
+    >>> import math, torch
+    >>> G = torch.nn.Linear(2, 3, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = G.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.0, 0.0]]))
+    >>> lv = log_volume(G, torch.randn(4, 2))
+    >>> lv.dtype, torch.allclose(lv, torch.full((4,), math.log(6.0), dtype=torch.float64))
+    (torch.float64, True)
     """
     top = singular_values(generator, z, top_k, method=method, chunk_size=chunk_size, solver=solver, rtol=rtol)
     return _log_volume(top)
@@ -375,24 +404,31 @@ def log_volume(generator: nn.Module, z: torch.Tensor, top_k: int | None = None, 
 
 
 def _vector(x, name: str) -> np.ndarray:
-    """A float64 numpy vector from a torch tensor, numpy array or sequence."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float64).numpy()
-    arr = np.asarray(x, dtype=np.float64)
+    """A float64 numpy vector from a torch tensor (any device), numpy array or sequence."""
+    arr = to_numpy(x, name)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array of shape (B,), got shape {arr.shape}")
+        raise ParameterError(f"{name} must be a non-empty 1-D array of shape (B,), got shape {arr.shape}")
     return arr
 
 
 def _check_log(lw: np.ndarray, name: str) -> None:
     if np.isnan(lw).any():
-        raise ValueError(f"{name} has {int(np.isnan(lw).sum())} NaN entries; find where they come from "
+        raise ParameterError(f"{name} has {int(np.isnan(lw).sum())} NaN entries; find where they come from "
                          "(a NaN Jacobian, log of a negative number) instead of masking them")
     if np.isposinf(lw).any():
-        raise ValueError(f"{name} has +inf entries; an infinite weight cannot be normalized")
+        raise ParameterError(f"{name} has +inf entries; an infinite weight cannot be normalized")
 
 
-def normalize_log_weights(log_weights) -> np.ndarray:
+def _normalize(lw: np.ndarray) -> np.ndarray:
+    _check_log(lw, "log_weights")
+    if np.isneginf(lw).all():
+        raise ParameterError("every log-weight is -inf, so no sample can be drawn; with log-volumes this means "
+                             "every Jacobian is rank-deficient: lower top_k")
+    w = np.exp(lw - lw.max())
+    return w / w.sum()
+
+
+def normalize_log_weights(log_weights):
     r"""Normalized weights :math:`p_i = e^{w_i} / \sum_j e^{w_j}` by log-sum-exp.
 
     Subtracting the maximum first means log-weights spanning thousands of nats neither overflow
@@ -405,24 +441,26 @@ def normalize_log_weights(log_weights) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        Shape (B,), float64, non-negative, summing to 1.
+    torch.Tensor or numpy.ndarray
+        Shape (B,), float64, non-negative, summing to 1; torch on ``log_weights``' device for a
+        torch input, numpy otherwise.
 
     Raises
     ------
     ValueError
-        On NaN or ``+inf`` entries, or when every entry is ``-inf``.
+        (a ``ParameterError``, also a TypeError) On NaN or ``+inf`` entries, or when every entry is
+        ``-inf``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> normalize_log_weights(np.array([0.0, np.log(3.0), -np.inf])).round(3).tolist()
+    [0.25, 0.75, 0.0]
     """
-    lw = _vector(log_weights, "log_weights")
-    _check_log(lw, "log_weights")
-    if np.isneginf(lw).all():
-        raise ValueError("every log-weight is -inf, so no sample can be drawn; with log-volumes this means "
-                         "every Jacobian is rank-deficient: lower top_k")
-    w = np.exp(lw - lw.max())
-    return w / w.sum()
+    return like(_normalize(_vector(log_weights, "log_weights")), log_weights)
 
 
-def magnet_weights(log_volume, log_prior) -> np.ndarray:
+def magnet_weights(log_volume, log_prior):
     r"""MaGNET importance weights :math:`\propto \mathrm{vol}(z_i) / \pi(z_i)`, normalized.
 
     For proposals :math:`z_i \sim \pi` these are the exact weights that make the resampled
@@ -440,33 +478,52 @@ def magnet_weights(log_volume, log_prior) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        Shape (B,), float64, summing to 1.
+    torch.Tensor or numpy.ndarray
+        Shape (B,), float64, summing to 1; torch on ``log_volume``'s device for a torch
+        ``log_volume``, numpy otherwise.
 
     Raises
     ------
     ValueError
-        On shape mismatch, NaN or ``+inf`` log-volumes, non-finite log-prior, or when every
-        log-volume is ``-inf``.
+        (a ``ParameterError``, also a TypeError) On shape mismatch, NaN or ``+inf`` log-volumes,
+        non-finite log-prior, or when every log-volume is ``-inf``.
+
+    Examples
+    --------
+    Volumes 1, 2 and 1 under a flat proposal (a constant log-prior cancels):
+
+    >>> import torch
+    >>> w = magnet_weights(torch.log(torch.tensor([1.0, 2.0, 1.0])), 0.0)
+    >>> w
+    tensor([0.2500, 0.5000, 0.2500], dtype=torch.float64)
     """
     lv = _vector(log_volume, "log_volume")
     _check_log(lv, "log_volume")
-    lp = np.asarray(log_prior.detach().cpu() if isinstance(log_prior, torch.Tensor) else log_prior, dtype=np.float64)
+    lp = to_numpy(log_prior, "log_prior")
     if lp.ndim > 1 or (lp.ndim == 1 and lp.shape != lv.shape):
-        raise ValueError(f"log_prior must be a number or have log_volume's shape {lv.shape}, got {lp.shape}")
+        raise ParameterError(f"log_prior must be a number or have log_volume's shape {lv.shape}, got {lp.shape}")
     if not np.isfinite(lp).all():
-        raise ValueError("log_prior must be finite: a proposal with log pi(z) = -inf could not have been drawn "
+        raise ParameterError("log_prior must be finite: a proposal with log pi(z) = -inf could not have been drawn "
                          "from pi, and NaN has no meaning; check the prior's support and formula")
-    return normalize_log_weights(lv - lp)
+    return like(_normalize(lv - lp), log_volume)
 
 
 def _check_rho(rho) -> float:
-    if isinstance(rho, bool) or not isinstance(rho, (int, float, np.integer, np.floating)) or not math.isfinite(rho):
-        raise ValueError(f"rho must be a finite real number, got {rho!r}")
-    return float(rho)
+    return check_real(rho, "rho")
 
 
-def polarity_weights_from_log_volume(log_volume, rho: float) -> np.ndarray:
+def _polarity(lv: np.ndarray, rho: float) -> np.ndarray:
+    _check_log(lv, "log_volume")
+    if rho == 0:
+        return np.full(lv.shape, 1.0 / lv.size)
+    if rho < 0 and np.isneginf(lv).any():
+        raise ParameterError(f"{int(np.isneginf(lv).sum())} samples have zero volume (log-volume -inf), so their "
+                             f"weight vol^rho is infinite for rho={rho:g} < 0; lower top_k to the Jacobian rank or "
+                             "drop them")
+    return _normalize(rho * lv)
+
+
+def polarity_weights_from_log_volume(log_volume, rho: float):
     r"""Polarity weights :math:`\propto \mathrm{vol}(z_i)^\rho`, normalized, from log-volumes.
 
     For latents drawn from the generator's prior :math:`p`, resampling with these weights draws
@@ -484,27 +541,31 @@ def polarity_weights_from_log_volume(log_volume, rho: float) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        Shape (B,), float64, summing to 1.
+    torch.Tensor or numpy.ndarray
+        Shape (B,), float64, summing to 1; torch on ``log_volume``'s device for a torch input,
+        numpy otherwise.
 
     Raises
     ------
     ValueError
-        If ``rho`` is not finite, on NaN or ``+inf`` log-volumes, or for ``rho < 0`` when a
-        sample has zero volume (its weight ``0^rho`` would be infinite: lower ``top_k``).
+        (a ``ParameterError``, also a TypeError) If ``rho`` is not finite, on NaN or ``+inf``
+        log-volumes, or for ``rho < 0`` when a sample has zero volume (its weight ``0^rho`` would be
+        infinite: lower ``top_k``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lv = np.log([1.0, 2.0, 4.0])
+    >>> polarity_weights_from_log_volume(lv, 1.0).round(4).tolist()
+    [0.1429, 0.2857, 0.5714]
+    >>> polarity_weights_from_log_volume(lv, 0.0).round(4).tolist()
+    [0.3333, 0.3333, 0.3333]
     """
     rho = _check_rho(rho)
-    lv = _vector(log_volume, "log_volume")
-    _check_log(lv, "log_volume")
-    if rho == 0:
-        return np.full(lv.shape, 1.0 / lv.size)
-    if rho < 0 and np.isneginf(lv).any():
-        raise ValueError(f"{int(np.isneginf(lv).sum())} samples have zero volume (log-volume -inf), so their weight "
-                         f"vol^rho is infinite for rho={rho:g} < 0; lower top_k to the Jacobian rank or drop them")
-    return normalize_log_weights(rho * lv)
+    return like(_polarity(_vector(log_volume, "log_volume"), rho), log_volume)
 
 
-def polarity_weights(singular_values, rho: float, top_k: int | None = None) -> np.ndarray:
+def polarity_weights(singular_values, rho: float, top_k: int | None = None):
     r"""Polarity weights :math:`\propto \prod_{k \le K} \sigma_k^\rho`, normalized.
 
     Equivalent to ``polarity_weights_from_log_volume(log_volume_from_singular_values(σ, top_k), rho)``;
@@ -521,13 +582,22 @@ def polarity_weights(singular_values, rho: float, top_k: int | None = None) -> n
 
     Returns
     -------
-    numpy.ndarray
-        Shape (B,), float64, summing to 1.
+    torch.Tensor or numpy.ndarray
+        Shape (B,), float64, summing to 1; torch on ``singular_values``' device for a torch
+        input, numpy otherwise.
+
+    Examples
+    --------
+    Rows with volume factors 1 and 3; ``rho = -1`` favours the smaller volume (a mode):
+
+    >>> import torch
+    >>> polarity_weights(torch.tensor([[1.0, 1.0], [3.0, 1.0]]), rho=-1.0)
+    tensor([0.7500, 0.2500], dtype=torch.float64)
     """
     rho = _check_rho(rho)
     top = _top_singular_values(singular_values, top_k)
     lv = _log_volume(top, warn=rho != 0)  # at rho = 0 a zero volume changes nothing: no warning
-    return polarity_weights_from_log_volume(lv, rho)
+    return like(_polarity(_vector(lv, "log_volume"), rho), singular_values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,12 +608,12 @@ def polarity_weights(singular_values, rho: float, top_k: int | None = None) -> n
 def _probabilities(weights) -> np.ndarray:
     w = _vector(weights, "weights")
     if not np.isfinite(w).all():
-        raise ValueError("weights must be finite (no NaN or inf); build them with normalize_log_weights "
+        raise ParameterError("weights must be finite (no NaN or inf); build them with normalize_log_weights "
                          "or the *_weights functions, which work in log space")
     if (w < 0).any():
-        raise ValueError(f"weights must be non-negative, got a minimum of {w.min():.3g}")
+        raise ParameterError(f"weights must be non-negative, got a minimum of {w.min():.3g}")
     if w.sum() == 0:
-        raise ValueError("weights are all zero, so no sample can be drawn")
+        raise ParameterError("weights are all zero, so no sample can be drawn")
     return w / w.sum()
 
 
@@ -556,71 +626,92 @@ def effective_sample_size(weights) -> float:
     Parameters
     ----------
     weights
-        Shape (B,), non-negative, not all zero; normalized here.
+        Shape (B,), non-negative, not all zero; normalized here. Torch (any device) or numpy.
 
     Returns
     -------
     float
-        In [1, B].
+        In [1, B], a Python float whatever the input's type.
+
+    Examples
+    --------
+    >>> effective_sample_size([1.0, 1.0, 1.0, 1.0]), effective_sample_size([1.0, 0.0, 0.0, 0.0])
+    (4.0, 1.0)
+    >>> round(effective_sample_size([0.5, 0.25, 0.25]), 3)
+    2.667
     """
     p = _probabilities(weights)
     return float(1.0 / np.sum(p * p))
 
 
-def _rng(seed) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None:
-        # numpy's global state, which helpers.runtime.setup seeds: notebooks stay reproducible
-        return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be None, a non-negative int or a numpy Generator, got {seed!r}")
-    return np.random.default_rng(int(seed))
+def _check_replace(replace) -> bool:
+    if not isinstance(replace, (bool, np.bool_)):
+        raise ParameterError(f"replace must be True (i.i.d. importance resampling) or False (distinct indices), "
+                             f"got {replace!r}")
+    return bool(replace)
 
 
-def resample_indices(weights, n: int, replace: bool = False, seed=None) -> np.ndarray:
+def _indices(p: np.ndarray, n, replace, seed) -> np.ndarray:
+    n, replace = check_int(n, "n", low=1), _check_replace(replace)
+    if not replace and np.count_nonzero(p) < n:
+        raise ParameterError(f"cannot draw n={n} distinct samples: only {np.count_nonzero(p)} of {p.size} weights "
+                             "are non-zero; pass replace=True, a smaller n, or more proposals")
+    return rng(seed).choice(p.size, size=n, replace=replace, p=p).astype(np.int64)
+
+
+def resample_indices(weights, n: int, *, replace: bool, seed=None):
     """Draw ``n`` indices with probabilities proportional to ``weights``.
 
-    ``replace=False`` (the default, as in the official MaGNET/Polarity code) returns distinct
-    indices by successive sampling; it is pulled back toward the proposal distribution unless
-    ``n`` is a small fraction of the effective sample size, and needs ``n`` non-zero weights.
-    ``replace=True`` draws i.i.d. indices from the weighted proposals: the textbook importance
-    resampling, which converges to the target as the number of proposals grows (the book's
-    chapters use it, and say so).
+    ``replace`` has no default; the caller chooses:
+
+    * ``replace=True`` draws i.i.d. indices from the weighted proposals: the textbook importance
+      resampling, which converges to the target as the number of proposals grows (the book's
+      chapters use it, and say so).
+    * ``replace=False`` (the official MaGNET/Polarity code) returns distinct indices by
+      successive sampling; it is pulled back toward the proposal distribution unless ``n`` is a
+      small fraction of the effective sample size, and needs ``n`` non-zero weights.
 
     Parameters
     ----------
     weights
-        Shape (B,), non-negative, finite, not all zero; normalized here.
+        Shape (B,), non-negative, finite, not all zero; normalized here. Torch (any device) or
+        numpy.
     n
         Number of indices, >= 1.
     replace
-        Draw with replacement, or without (default).
+        Keyword-only, required: draw with replacement (True) or without (False).
     seed
-        An int, a ``numpy.random.Generator``, or ``None`` to draw a seed from numpy's global
-        generator (which :func:`helpers.runtime.setup` seeds).
+        Keyword-only: an int, a ``numpy.random.Generator``, or ``None`` (the default) for the
+        next draw from numpy's global generator, which :func:`helpers.runtime.setup` seeds with
+        the notebook's base seed (so a notebook is reproducible for a given ``BOOK_SEED``).
 
     Returns
     -------
-    numpy.ndarray
-        Shape (n,), int64 indices into ``weights``.
+    torch.Tensor or numpy.ndarray
+        Shape (n,), int64 indices into ``weights``: a torch tensor on ``weights``' device for a
+        torch input (ready to index a tensor there), numpy otherwise. The indices are the same
+        for both types.
 
     Raises
     ------
     ValueError
-        On bad weights, ``n < 1``, a bad seed, or ``replace=False`` with fewer than ``n``
-        non-zero weights.
+        (a ``ParameterError``, also a TypeError) On bad weights, ``n < 1``, a non-bool ``replace``,
+        a bad seed, or ``replace=False`` with fewer than ``n`` non-zero weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.tensor([0.0, 0.5, 0.5])
+    >>> idx = resample_indices(w, 4, replace=True, seed=0)
+    >>> idx.dtype, bool((idx > 0).all())
+    (torch.int64, True)
+    >>> resample_indices([0.2, 0.8], 2, replace=False, seed=0).tolist() in ([0, 1], [1, 0])
+    True
     """
-    p = _probabilities(weights)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if not replace and np.count_nonzero(p) < n:
-        raise ValueError(f"cannot draw n={n} distinct samples: only {np.count_nonzero(p)} of {p.size} weights are "
-                         "non-zero; pass replace=True, a smaller n, or more proposals")
-    return _rng(seed).choice(p.size, size=int(n), replace=bool(replace), p=p).astype(np.int64)
+    return like(_indices(_probabilities(weights), n, replace, seed), weights)
 
 
-def resample(z, weights, n: int, replace: bool = False, seed=None):
+def resample(z, weights, n: int, *, replace: bool, seed=None, return_indices: bool = False):
     """Rows of ``z`` drawn with probabilities proportional to ``weights``.
 
     Parameters
@@ -628,21 +719,36 @@ def resample(z, weights, n: int, replace: bool = False, seed=None):
     z
         Proposals, shape (B, d) or (B, ...), a torch tensor or numpy array.
     weights, n, replace, seed
-        As in :func:`resample_indices` (use it to get the indices as well).
+        As in :func:`resample_indices` (``replace`` and ``seed`` keyword-only, ``replace``
+        required).
+    return_indices
+        Also return the indices, int64, of ``z``'s type and device (to index paired arrays).
 
     Returns
     -------
-    torch.Tensor or numpy.ndarray
-        Shape (n, ...), of ``z``'s type (and device).
+    torch.Tensor or numpy.ndarray, or a (rows, indices) tuple
+        Rows of shape (n, ...), of ``z``'s type (and device); with ``return_indices=True`` also
+        the indices (the same numbers :func:`resample_indices` draws for that seed).
 
     Raises
     ------
     ValueError
-        When ``z`` and ``weights`` disagree on B, and as :func:`resample_indices`.
+        (a ``ParameterError``, also a TypeError) When ``z`` and ``weights`` disagree on B, and as
+        :func:`resample_indices`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.arange(6.0).reshape(3, 2)
+    >>> rows, idx = resample(z, [0.0, 0.0, 1.0], 2, replace=True, seed=0, return_indices=True)
+    >>> rows, idx
+    (tensor([[4., 5.],
+            [4., 5.]]), tensor([2, 2]))
     """
-    B = len(_vector(weights, "weights"))
+    p = _probabilities(weights)
+    B = p.size
     if not hasattr(z, "shape") or len(z.shape) == 0 or z.shape[0] != B:
-        raise ValueError(f"z must have one row per weight, i.e. shape ({B}, ...), "
-                         f"got {tuple(getattr(z, 'shape', ())) or type(z).__name__}")
-    idx = resample_indices(weights, n, replace=replace, seed=seed)
-    return z[torch.as_tensor(idx, device=z.device)] if isinstance(z, torch.Tensor) else z[idx]
+        raise ParameterError(f"z must have one row per weight, i.e. shape ({B}, ...), "
+                             f"got {tuple(getattr(z, 'shape', ())) or type(z).__name__}")
+    idx = like(_indices(p, n, replace, seed), z)
+    return (z[idx], idx) if return_indices else z[idx]

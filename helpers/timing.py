@@ -1,57 +1,446 @@
-"""Fair timing of alternatives in one run: interleaved rounds, best of rounds.
+"""Fair timing of alternatives in one run, and work that must stop at a time limit.
 
-Absolute times on a shared machine are noise; ratios between methods measured in the same
-rounds are not (much). Each round runs every method once (``number`` calls each) in a rotated
-order, so that a burst of load hits all methods alike; the reported time of a method is its
-best round, the usual estimator of the undisturbed cost (as in ``timeit``).
+Every timing in the book goes through :func:`compare`. Absolute times on a shared machine are
+noise; ratios between methods measured in the same rounds are not (much). Each round runs every
+method once (``number`` calls each) in a rotated order, so that a burst of load hits all methods
+alike. The reported time of a method is the **median** of its rounds, with the per-round times
+kept, so that a page can show the spread next to the median (:class:`Timings`).
+
+``compare`` owns the two settings that silently change a timing:
+
+- the **thread count** of the timed block (``threads=``): torch's intra-op threads and, through
+  threadpoolctl, the OpenMP and BLAS pools that numpy and scipy use; both are restored afterwards,
+  also when a method raises;
+- **device synchronisation** (``device=``): CUDA and MPS run kernels asynchronously, so a clock
+  read right after a call measures the launch, not the work. ``compare`` synchronises once before
+  the first clock and after each batch of ``number`` calls, inside the timed interval; on the CPU
+  it does nothing. The timed callables need no ``sync()`` of their own.
+
+:func:`run_with_timeout` runs a sequence of calls in a separate Python process and stops at the
+first call that exceeds a time limit, for work (such as a qhull build in high dimension) that
+cannot be interrupted from inside the process.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Callable, Mapping
+import contextlib
+import json
+import numbers
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["Timings", "compare", "TimeoutRun", "run_with_timeout"]
 
 
-def compare(methods: Mapping[str, Callable[[], object]], rounds: int = 5, number: int = 10,
-            warmup: int = 2) -> dict[str, float]:
-    """Seconds per call of each method: the best of ``rounds`` interleaved rounds.
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+    return int(value)
+
+
+def _check_seconds(name: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# compare
+# --------------------------------------------------------------------------------------------
+
+
+class Timings(dict):
+    """Name -> median seconds per call, with every round kept; what :func:`compare` returns.
+
+    A ``Timings`` is a ``dict`` of plain floats, so ``t["CPA"]``, ``t["a"] / t["b"]``,
+    ``dict(t)`` and ``json.dumps(t)`` work as they did when ``compare`` returned a dict.
+
+    Attributes
+    ----------
+    rounds : dict
+        Name -> tuple of seconds per call, one entry per round, in round order. Round ``r`` of
+        every method was measured in the same stretch of time, so rounds pair across methods.
+
+    Examples
+    --------
+    >>> t = Timings({"a": [1.0, 5.0, 2.0, 4.0, 3.0], "b": [2.0, 2.0, 2.0, 2.0, 2.0]})
+    >>> t["a"], t.quartiles("a"), t.extremes("a")
+    (3.0, (2.0, 4.0), (1.0, 5.0))
+    >>> t.ratio("a", "b")
+    1.5
+    """
+
+    def __init__(self, rounds: Mapping[str, Sequence[float]]):
+        self.rounds = {name: tuple(float(s) for s in per_round) for name, per_round in rounds.items()}
+        if any(len(per_round) == 0 for per_round in self.rounds.values()):
+            raise ValueError("every method needs at least one round")
+        super().__init__({name: float(np.median(per_round)) for name, per_round in self.rounds.items()})
+
+    def quartiles(self, name: str) -> tuple[float, float]:
+        """The 25th and 75th percentiles of ``name``'s rounds (linear interpolation).
+
+        Their difference is the interquartile range, the spread a page reports next to the
+        median. With one round both equal the median; with two they are a quarter and three
+        quarters of the way between the two rounds.
+        """
+        q1, q3 = np.percentile(self.rounds[name], [25, 75])
+        return float(q1), float(q3)
+
+    def extremes(self, name: str) -> tuple[float, float]:
+        """The fastest and the slowest round of ``name`` (seconds per call)."""
+        return min(self.rounds[name]), max(self.rounds[name])
+
+    def spread(self, name: str) -> float:
+        """Interquartile range of ``name``'s rounds relative to its median (0.1: 10 %)."""
+        q1, q3 = self.quartiles(name)
+        return (q3 - q1) / self[name] if self[name] > 0 else float("nan")
+
+    def ratio(self, num: str, den: str) -> float:
+        """Median over rounds of ``num``'s time / ``den``'s time in the same round.
+
+        Pairing the rounds cancels load that hit both methods in that round, so this is the
+        estimator to report for a speed-up; ``t[num] / t[den]`` (a ratio of medians) is close
+        to it when the machine is quiet.
+        """
+        return float(np.median(np.divide(self.rounds[num], self.rounds[den])))
+
+    def summary(self, unit: str = "ms") -> str:
+        """One line per method: median and interquartile range, in ``unit`` (s, ms or us)."""
+        scale = {"s": 1.0, "ms": 1e3, "us": 1e6}.get(unit)
+        if scale is None:
+            raise ValueError(f"unit must be 's', 'ms' or 'us', got {unit!r}")
+        width = max((len(name) for name in self), default=0)
+        lines = []
+        for name, median in self.items():
+            q1, q3 = self.quartiles(name)
+            lines.append(f"{name:{width}s}  {median * scale:10.4g} {unit}  "
+                         f"[{q1 * scale:.4g}, {q3 * scale:.4g}] over {len(self.rounds[name])} rounds")
+        return "\n".join(lines)
+
+
+def _synchronizer(device) -> Callable[[], None] | None:
+    """The synchronisation call for ``device``, or None where none is needed (CPU)."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be a torch device or its name, got {device!r}") from err
+    if dev.type == "cpu":
+        return None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was given but CUDA is not available")
+        return lambda: torch.cuda.synchronize(dev)
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r} was given but MPS is not available")
+        return torch.mps.synchronize
+    raise ValueError(f"compare can synchronise cpu, cuda and mps devices, not {dev.type!r}")
+
+
+class _Threads:
+    """Set torch and OpenMP/BLAS threads for a block; restore both on exit (also on errors)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        from threadpoolctl import threadpool_limits
+
+        try:
+            import torch
+        except ImportError:  # numpy-only timings need no torch
+            torch = None
+        self._torch = torch
+        self._limits = threadpool_limits(limits=self.n)
+        try:
+            if torch is not None:
+                self._old = torch.get_num_threads()
+                torch.set_num_threads(self.n)
+        except BaseException:
+            self._limits.restore_original_limits()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self._torch is not None:
+                self._torch.set_num_threads(self._old)
+        finally:
+            self._limits.restore_original_limits()
+        return False
+
+
+def compare(methods: Mapping[str, Callable[[], object]], *, rounds: int = 5, number: int = 10,
+            warmup: int = 2, threads: int | None = None, device=None) -> Timings:
+    """Seconds per call of each method: the median of ``rounds`` interleaved rounds.
+
+    Round ``r`` runs every method ``number`` times in a row, the methods in the order of
+    ``methods`` rotated by ``r``, so that no method always runs first or after the same
+    neighbour, and a burst of load on a shared machine hits all methods alike.
+
+    The estimator is the median of the rounds. Until this version ``compare`` reported the
+    best (smallest) round, as ``timeit`` does. On a shared machine the minimum of a few rounds is
+    an extreme value: one lucky round moves it, so ratios between methods jumped from run to run,
+    and it hides how much the rounds varied. The median is robust to a disturbed round either way,
+    and the kept rounds (:attr:`Timings.rounds`) give the spread a page reports with it.
+    Medians are slightly larger than best-of-rounds times of the same runs.
 
     Parameters
     ----------
     methods
-        Name -> a callable with no arguments.
+        Name -> a callable with no arguments. Pass work on a GPU as it is: ``compare``
+        synchronises the device itself (see ``device``).
     rounds
         Rounds; each runs every method ``number`` times, in a rotated order.
     number
-        Calls per method per round.
+        Calls per method per round, timed together (one clock reading per batch).
     warmup
-        Untimed calls per method first (allocator, caches, lazy initialisation).
+        Untimed calls per method first (allocator, caches, lazy initialisation, autotuning).
+    threads
+        Threads for the warm-up and the timed rounds: torch's intra-op threads and, through
+        threadpoolctl, every OpenMP and BLAS pool loaded in the process (numpy's and scipy's
+        BLAS included). Both are restored afterwards, also when a method raises. ``None``
+        (default) leaves the current settings alone.
+    device
+        The device the methods run on (a ``torch.device`` or its name, e.g. ``env.device``).
+        For ``cuda`` and ``mps``, ``compare`` synchronises once before the first clock reading
+        and after each batch of ``number`` calls, before the clock is read, so a batch's time is
+        the time of its work, not of its kernel launches. ``None`` or ``cpu``: no
+        synchronisation.
 
     Returns
     -------
-    dict
-        Name -> seconds per call.
+    Timings
+        A dict, name -> median seconds per call (a float), with the per-round times in
+        ``.rounds`` and the spread in ``.quartiles(name)``, ``.extremes(name)`` and
+        ``.spread(name)``; ``.ratio(a, b)`` is the median over rounds of ``a``'s time / ``b``'s.
 
     Raises
     ------
     ValueError
-        If ``methods`` is empty or ``rounds``/``number`` are not positive.
+        If ``methods`` is empty, ``rounds``/``number``/``threads`` are below 1, ``warmup`` is
+        negative, or ``device`` is unknown, unsupported or not available.
+    TypeError
+        If a method is not callable, or a count is not an int.
+
+    Examples
+    --------
+    >>> t = compare({"sum": lambda: sum(range(100)), "sorted": lambda: sorted(range(100))},
+    ...             rounds=3, number=5, threads=1)
+    >>> sorted(t), len(t.rounds["sum"])
+    (['sorted', 'sum'], 3)
     """
+    if not isinstance(methods, Mapping):
+        raise TypeError(f"methods must be a mapping from names to callables, got {type(methods).__name__}")
     if not methods:
         raise ValueError("compare needs at least one method")
-    if rounds < 1 or number < 1:
-        raise ValueError(f"rounds and number must be positive, got rounds={rounds}, number={number}")
+    for name, fn in methods.items():
+        if not callable(fn):
+            raise TypeError(f"method {name!r} is not callable: {fn!r}")
+    rounds = _check_int("rounds", rounds, 1)
+    number = _check_int("number", number, 1)
+    warmup = _check_int("warmup", warmup, 0)
+    if threads is not None:
+        threads = _check_int("threads", threads, 1)
+    sync = _synchronizer(device)
+
     names = list(methods)
-    for name in names:
-        for _ in range(warmup):
-            methods[name]()
-    best = {name: float("inf") for name in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            fn = methods[name]
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / number)
-    return best
+    per_round = {name: [] for name in names}
+    with _Threads(threads) if threads is not None else contextlib.nullcontext():
+        for name in names:
+            for _ in range(warmup):
+                methods[name]()
+        if sync is not None:
+            sync()  # the warm-up's queued work must not land in the first batch
+        for r in range(rounds):
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn = methods[name]
+                start = perf_counter()
+                for _ in range(number):
+                    fn()
+                if sync is not None:
+                    sync()
+                per_round[name].append((perf_counter() - start) / number)
+    return Timings(per_round)
+
+
+# --------------------------------------------------------------------------------------------
+# run_with_timeout
+# --------------------------------------------------------------------------------------------
+
+# The child: stdout (fd 1) is moved to stderr so that prints, warnings and C libraries cannot
+# corrupt the protocol; results go one JSON line each to a private copy of the original fd 1.
+_CHILD = r"""
+import json, os, sys
+out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+spec = json.load(sys.stdin)
+namespace = {"__name__": "__run_with_timeout__"}
+exec(compile(spec["source"], "<run_with_timeout source>", "exec"), namespace)
+fn = namespace.get(spec["func"])
+if not callable(fn):
+    raise SystemExit(f"run_with_timeout: the source defines no function {spec['func']!r}")
+out.write("ready\n"); out.flush()
+for args in spec["calls"]:
+    out.write(json.dumps(fn(*args)) + "\n"); out.flush()
+"""
+
+_EOF = object()
+
+
+@dataclass(frozen=True)
+class TimeoutRun:
+    """What :func:`run_with_timeout` returns.
+
+    Attributes
+    ----------
+    results : list
+        The JSON-decoded return value of each call that finished within the limit, in order.
+    timed_out : bool
+        True when call number ``len(results)`` exceeded the limit; it and the calls after it
+        were not run to the end (the process was killed).
+    """
+
+    results: list
+    timed_out: bool
+
+
+def run_with_timeout(source: str, func: str, calls: Sequence[Sequence], *, timeout: float,
+                     startup_timeout: float = 120.0) -> TimeoutRun:
+    """Run ``func(*args)`` for each ``args`` in ``calls`` in a fresh Python process, each call
+    with ``timeout`` seconds; stop at the first call over the limit.
+
+    Some work cannot be interrupted from inside the process: a qhull build or a C solver
+    ignores signals and threads. This runs it in a child process (``sys.executable``, the
+    parent's environment and working directory) that executes ``source`` once (imports and
+    definitions, limited by ``startup_timeout``), then makes the calls in order, each returning
+    one JSON value. The parent kills the child at the first call that takes longer than
+    ``timeout`` seconds, so the caller's page cannot hang. The calls run one after another in
+    the same process, so a later call can reuse what an earlier one imported or cached.
+
+    To time the work, measure inside ``func`` (``time.perf_counter`` around the part that
+    matters) and return the seconds in the result; the parent's limit includes the JSON output.
+
+    Parameters
+    ----------
+    source
+        Python source that defines ``func`` at top level (and imports what it needs).
+    func
+        Name of the function to call.
+    calls
+        Positional arguments of each call: a list or tuple per call, JSON-serialisable.
+    timeout
+        Seconds allowed for each call, counted from the end of the previous one.
+    startup_timeout
+        Seconds allowed for the interpreter to start and run ``source``.
+
+    Returns
+    -------
+    TimeoutRun
+        ``results`` (one decoded JSON value per call finished in time) and ``timed_out``.
+
+    Raises
+    ------
+    TimeoutError
+        If starting the interpreter and running ``source`` takes longer than ``startup_timeout``.
+    RuntimeError
+        If the child fails (an exception in ``source`` or in a call, no ``func``, a result
+        that is not JSON-serialisable); the message ends with the child's stderr.
+    TypeError
+        If ``source``/``func`` are not strings or ``calls`` is not a sequence of argument
+        lists that JSON can encode.
+    ValueError
+        If a time limit is not positive and finite.
+
+    Examples
+    --------
+    >>> src = "import time\\ndef nap(s):\\n    time.sleep(s)\\n    return s\\n"
+    >>> run = run_with_timeout(src, "nap", [(0,), (0.01,), (60,), (0,)], timeout=2)
+    >>> run.results, run.timed_out
+    ([0, 0.01], True)
+    """
+    if not isinstance(source, str) or not isinstance(func, str):
+        raise TypeError("source and func must be strings")
+    if not func.isidentifier():
+        raise ValueError(f"func must be a function name, got {func!r}")
+    if isinstance(calls, (str, bytes)) or not isinstance(calls, Sequence) \
+            or not all(isinstance(args, (list, tuple)) for args in calls):
+        raise TypeError("calls must be a sequence of argument lists or tuples, e.g. [(1,), (2,)]")
+    timeout = _check_seconds("timeout", timeout)
+    startup_timeout = _check_seconds("startup_timeout", startup_timeout)
+    try:
+        spec = json.dumps({"source": source, "func": func, "calls": [list(args) for args in calls]})
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"the arguments in calls must be JSON-serialisable: {err}") from err
+
+    with tempfile.TemporaryDirectory(prefix="run_with_timeout_") as tmp:
+        spec_path, err_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "stderr.txt")
+        with open(spec_path, "w") as f:
+            f.write(spec)
+        with open(spec_path) as spec_in, open(err_path, "w") as err_out:
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=spec_in, stdout=subprocess.PIPE,
+                                    stderr=err_out, text=True)
+        lines: queue.Queue = queue.Queue()
+
+        def pump():
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(_EOF)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+
+        def failure(what: str) -> RuntimeError:
+            proc.wait()
+            with open(err_path) as f:
+                stderr = f.read().strip()
+            return RuntimeError(f"run_with_timeout: the child process {what} (exit code {proc.returncode})"
+                                + (f"; its stderr ends with:\n{stderr[-2000:]}" if stderr else ""))
+
+        results, timed_out = [], False
+        try:
+            try:
+                line = lines.get(timeout=startup_timeout)
+            except queue.Empty:
+                raise TimeoutError(f"run_with_timeout: the child process was not ready after "
+                                   f"{startup_timeout:g} s (interpreter start-up and source)") from None
+            if line is _EOF:
+                raise failure("failed before its first call")
+            for i in range(len(calls)):
+                try:
+                    line = lines.get(timeout=timeout)
+                except queue.Empty:
+                    timed_out = True
+                    break
+                if line is _EOF:
+                    raise failure(f"failed in call {i} with arguments {list(calls[i])!r}")
+                results.append(json.loads(line))
+        finally:
+            proc.kill()
+            proc.wait()
+            reader.join(timeout=5)  # EOF follows the kill, unless a grandchild still holds the pipe
+            if not reader.is_alive():
+                proc.stdout.close()
+    return TimeoutRun(results=results, timed_out=timed_out)

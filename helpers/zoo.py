@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers._checks import ParameterError, resolve_seed
+
 
 def _randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> nn.Module:
     for m in model.modules():
@@ -119,9 +121,21 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 }
 
 
-def build(name: str, seed: int = 0, dtype: torch.dtype = torch.float32,
+def build(name: str, *, seed: int | None = None, dtype: torch.dtype = torch.float32,
           device: torch.device | str = "cpu") -> tuple[nn.Module, tuple[int, ...]]:
     """The zoo model ``name`` with seeded random weights, in eval mode.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`ZOO`, e.g. ``"MLP (ReLU)"``.
+    seed
+        Keyword-only. Seeds the weights and the batch-norm statistics (inside
+        ``torch.random.fork_rng``, so torch's global generator is left as it was). ``None``
+        (the default) takes the next draw from numpy's global generator, which
+        :func:`helpers.runtime.setup` seeds with the notebook's base seed.
+    dtype, device
+        Keyword-only: where the model's parameters live.
 
     Returns
     -------
@@ -132,11 +146,13 @@ def build(name: str, seed: int = 0, dtype: torch.dtype = torch.float32,
 
     Raises
     ------
-    KeyError
-        If ``name`` is not in ``ZOO``; the message lists the names.
+    ValueError
+        (a ``ParameterError``, also a TypeError) If ``name`` is not in ``ZOO`` (the message lists
+        the names) or ``seed`` is not None or a non-negative int.
     """
-    if name not in ZOO:
-        raise KeyError(f"unknown zoo model {name!r}; choose one of {sorted(ZOO)}")
+    if not isinstance(name, str) or name not in ZOO:
+        raise ParameterError(f"unknown zoo model {name!r}; choose one of {sorted(ZOO)}")
+    seed = resolve_seed(seed)
     factory, shape = ZOO[name]
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():

@@ -1,5 +1,8 @@
 import os
 
+import numpy as np
+import pytest
+
 # Unit tests and any kernel they start run in quick mode; each xdist worker uses one thread.
 os.environ.setdefault("BOOK_MODE", "quick")
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -10,3 +13,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
     threadpool_limits(limits=1)
+
+
+@pytest.fixture(autouse=True)
+def _global_numpy_seed():
+    """Seed numpy's global generator before each test, as helpers.runtime.setup() does in a
+    notebook: a helper called with seed=None then draws the same numbers in every run."""
+    np.random.seed(0)

@@ -196,3 +196,57 @@ def test_first_mention_of_a_helper_links_to_its_api_entry(page):
                 unlinked.append(name)
     assert not unlinked, (f"{page.relative_to(ROOT)}: the first mention of {unlinked} should link to the API page, "
                           "e.g. {py:func}`~helpers.sampling.magnet_weights` or {py:mod}`helpers.jvp`")
+
+
+# Sphinx labels and glue keys are book-wide: each chapter's carry its prefix. A new chapter adds
+# its folder here.
+CHAPTER_PREFIX = {"fast_jvp": "jvp", "magnet": "magnet", "polarity": "pol", "extrapolation": "xp",
+                  "radius_kmeans": "rk"}
+CHAPTERS = sorted({p.parent.name for p in NOTEBOOKS})
+
+
+def _chapter_pages(chapter):
+    return [p for p in PAGES if p.parent.name == chapter]
+
+
+def test_every_chapter_has_a_prefix():
+    missing = [c for c in CHAPTERS if c not in CHAPTER_PREFIX]
+    assert not missing, f"add the label/glue prefix of {missing} to CHAPTER_PREFIX in tests/test_book.py"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_labels_carry_the_chapter_prefix(chapter):
+    prefix = CHAPTER_PREFIX.get(chapter, "?")
+    bad = []
+    for page in _chapter_pages(chapter):
+        text = page.read_text()
+        labels = re.findall(r"^:label:\s*(\S+)", text, re.M) + re.findall(r"^\$\$\s*\((\S+?)\)\s*$", text, re.M)
+        bad += [f"{page.name}: {lab}" for lab in labels
+                if not re.match(rf"^(eq:|[a-z]+-){prefix}-", lab)]
+    assert not bad, f"labels of {chapter} must read eq:{prefix}-..., prop-{prefix}-..., ex-{prefix}-...: {bad}"
+
+
+GLUE_CALL = re.compile(r"\b(?:glue|claims\.(?:check|verdict|direction))\(\s*f?[\"']([^\"'{]*)")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_glue_keys_carry_the_chapter_prefix(chapter):
+    prefix = CHAPTER_PREFIX.get(chapter, "?") + "_"
+    bad = sorted({f"{p.name}: {m.group(1)}" for p in _chapter_pages(chapter) if is_notebook(p)
+                  for cell in _code(p) for m in GLUE_CALL.finditer(cell)
+                  if not m.group(1).startswith(prefix)})
+    assert not bad, f"glue keys of {chapter} must start with {prefix!r}: {bad}"
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=IDS)
+def test_every_notebook_ends_with_a_claims_check_and_exercises(source):
+    headings = re.findall(r"^## (.+?)\s*$", "\n".join(
+        c.source for c in jupytext.read(source).cells if c.cell_type == "markdown"), re.M)
+    assert "Claims check" in headings and "Exercises" in headings, (
+        f"{source.name}: every notebook has '## Claims check' and '## Exercises' sections; found {headings}")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_chapter_has_an_explorer(chapter):
+    code = "\n".join(c for p in _chapter_pages(chapter) if is_notebook(p) for c in _code(p))
+    assert re.search(r"\bframe_(slider|grid)\(", code), f"{chapter} has no explorer (helpers.viz.frame_slider/frame_grid)"

@@ -46,6 +46,35 @@ def _growth_strings(n: int, k: int):
     yield from rec(0, [], 0)
 
 
+def oracle_cost(X: np.ndarray, labels) -> float:
+    """k-means cost written independently of the module: for each cluster,
+    sum_i ||x_i - mean||^2 = (1 / (2 n_a)) sum_{i, j in a} ||x_i - x_j||^2 (pairwise form), by loops."""
+    labels = np.asarray(labels)
+    total = 0.0
+    for a in set(labels.tolist()):
+        members = [X[i] for i in range(len(X)) if labels[i] == a]
+        total += sum(float(np.dot(p - q, p - q)) for p in members for q in members) / (2 * len(members))
+    return total
+
+
+def oracle_half_diameter(X: np.ndarray, labels) -> float:
+    """Largest half-distance between two points of one cluster, by loops over pairs."""
+    labels = np.asarray(labels)
+    return max((float(np.linalg.norm(X[i] - X[j])) / 2 for i in range(len(X)) for j in range(len(X))
+                if labels[i] == labels[j]), default=0.0)
+
+
+def test_oracles_and_module_costs_on_hand_computed_values():
+    X = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [10.0, 3.0], [10.0, 6.0]])
+    labels = [0, 0, 1, 1, 1]
+    # cluster 0: mean (1, 0), cost 1 + 1 = 2; cluster 1: mean (10, 3), cost 9 + 0 + 9 = 18
+    assert oracle_cost(X, labels) == pytest.approx(20.0, rel=1e-15)
+    assert kmeans_cost(X, labels) == pytest.approx(20.0, rel=1e-15)
+    # half-diameters: 2 / 2 = 1 and 6 / 2 = 3
+    assert oracle_half_diameter(X, labels) == 3.0 == max_half_diameter(X, labels)
+    assert kmeans_cost(X, np.zeros(5, int)) == pytest.approx(oracle_cost(X, np.zeros(5, int)), rel=1e-12)
+
+
 def brute_force(X: np.ndarray, k: int, r: float) -> float | None:
     """Optimal radius-constrained k-means cost by enumeration, or None when no partition fits."""
     dist = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
@@ -53,7 +82,7 @@ def brute_force(X: np.ndarray, k: int, r: float) -> float | None:
     for lab in _growth_strings(len(X), k):
         if (dist[lab[:, None] == lab[None, :]] > 2 * r).any():
             continue
-        cost = kmeans_cost(X, lab)
+        cost = oracle_cost(X, lab)
         best = cost if best is None else min(best, cost)
     return best
 
@@ -76,8 +105,8 @@ def tiny_instance(i: int) -> tuple[np.ndarray, int, float]:
 def assert_valid(X: np.ndarray, k: int, r: float, res: RadiusKMeansResult) -> None:
     assert res.labels.shape == (len(X),) and res.centers.shape == (k, X.shape[1])
     assert np.bincount(res.labels, minlength=k).min() >= 1 and res.labels.max() < k
-    assert max_half_diameter(X, res.labels) <= r + 1e-9
-    assert res.cost == pytest.approx(kmeans_cost(X, res.labels), rel=1e-9, abs=1e-12)
+    assert oracle_half_diameter(X, res.labels) <= r + 1e-9
+    assert res.cost == pytest.approx(oracle_cost(X, res.labels), rel=1e-9, abs=1e-12)
 
 
 # --------------------------------------------------------------------------- brute force agreement
@@ -233,8 +262,9 @@ def test_paper_reassignment_is_nearest_centroid_without_conflicts():
     res = radius_kmeans(X, 3, r, method="paper")
     mu = res.details["step3_centroids"]
     nearest = np.argmin(((X[:, None] - mu[None]) ** 2).sum(-1), axis=1)
-    if np.bincount(nearest, minlength=3).min() >= 1:
-        assert np.array_equal(res.labels, nearest)
+    # this instance keeps every nearest-centroid cell non-empty, so the reassignment is exercised
+    assert np.bincount(nearest, minlength=3).min() >= 1
+    assert np.array_equal(res.labels, nearest)
 
 
 def test_paper_sdp_is_block_symmetric():
@@ -366,8 +396,10 @@ X_OK = np.random.default_rng(11).normal(size=(10, 2))
         (X_OK + 1j, 2, 1.0, {}, "complex"),
         ([["a", "b"]], 1, 1.0, {}, "numeric"),
         (X_OK, 2, 1.0, {"method": "kmeans"}, "method must be one of"),
-        (X_OK, 2, 1.0, {"n_init": 0}, "n_init must be an integer >= 1"),
-        (X_OK, 2, 1.0, {"time_limit": 0}, "time_limit must be a positive"),
+        (X_OK, 2, 1.0, {"n_init": 0}, "n_init must be a positive int"),
+        (X_OK, 2, 1.0, {"seed": -1}, "seed must be None or a non-negative int"),
+        (X_OK, 2, 1.0, {"seed": 1.5}, "seed must be None or a non-negative int"),
+        (X_OK, 2, 1.0, {"time_limit": 0}, r"time_limit must be a finite number > 0 \(seconds\)"),
         (np.zeros((15, 2)), 2, 1.0, {"method": "exact"}, "n <= 14"),
         (np.zeros((61, 2)), 2, 1.0, {"method": "paper"}, "n <= 60.*'sdp' or 'greedy'"),
     ],

@@ -88,15 +88,35 @@ def test_split_is_fixed_disjoint_stratified_and_weighted_within():
     assert (yw == 0).sum() == round(0.2 * train_counts[0]) and (yw == 5).sum() == train_counts[5]
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"split": "val"}, {"classes": [10]}, {"classes": [1, 1]}, {"classes": []}, {"classes": [1.0]},
-    {"class_weights": {0: 1.5}}, {"class_weights": {0: -0.1}}, {"class_weights": {0: True}},
-    {"classes": [1, 2], "class_weights": {3: 0.5}}, {"seed": -1}, {"seed": 1.5},
-    {"classes": [0], "class_weights": {0: 0.0}},
+@pytest.mark.parametrize("kwargs, match", [
+    ({"split": "val"}, "split must be one of"),
+    ({"classes": [10]}, "classes must be distinct ints in 0..9"),
+    ({"classes": [1, 1]}, "classes must be distinct ints in 0..9"),
+    ({"classes": []}, "classes must be distinct ints in 0..9"),
+    ({"classes": [1.0]}, "classes must be distinct ints in 0..9"),
+    ({"class_weights": {0: 1.5}}, r"class_weights\[0\] must be a fraction in \[0, 1\]"),
+    ({"class_weights": {0: -0.1}}, r"class_weights\[0\] must be a fraction in \[0, 1\]"),
+    ({"class_weights": {0: True}}, r"class_weights\[0\] must be a fraction in \[0, 1\]"),
+    ({"classes": [1, 2], "class_weights": {3: 0.5}}, "names class 3, which is not among the kept classes"),
+    ({"seed": -1}, "seed must be None or a non-negative int"),
+    ({"seed": 1.5}, "seed must be None or a non-negative int"),
+    ({"classes": [0], "class_weights": {0: 0.0}}, "the selection keeps no image"),
 ])
-def test_load_bad_inputs_raise(kwargs):
-    with pytest.raises(ValueError):
+def test_load_bad_inputs_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
         load_digits_tensor(**kwargs)
+
+
+def test_seed_is_keyword_only_and_none_follows_the_global_generator():
+    with pytest.raises(TypeError, match="positional"):
+        load_digits_tensor(None, {0: 0.5}, 1)
+    np.random.seed(5)
+    a = load_digits_tensor(class_weights={0: 0.5})[0]
+    np.random.seed(5)
+    assert torch.equal(load_digits_tensor(class_weights={0: 0.5})[0], a)
+    np.random.seed(5)
+    load_digits_tensor()  # nothing random to choose: the global generator is not consumed
+    assert np.random.randint(1000) == np.random.RandomState(5).randint(1000)
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,10 +171,15 @@ def test_train_vae_deterministic_for_a_seed_and_reduces_loss(digits):
 
 def test_training_restores_the_thread_setting(digits):
     X, y = digits
-    before = torch.get_num_threads()
-    train_vae(X[:50], latent=2, epochs=1, progress=False, hidden=8, threads=1)
-    train_classifier(X[:50], y[:50], epochs=1, progress=False, hidden=8, n_features=4, threads=1)
-    assert torch.get_num_threads() == before
+    saved = torch.get_num_threads()
+    torch.set_num_threads(3)  # not 1, which is what training sets: the restore must be visible
+    try:
+        train_vae(X[:50], latent=2, epochs=1, seed=0, progress=False, hidden=8, threads=1)
+        assert torch.get_num_threads() == 3
+        train_classifier(X[:50], y[:50], epochs=1, seed=0, progress=False, hidden=8, n_features=4, threads=1)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(saved)
 
 
 def test_train_vae_device_and_numpy_input(digits):
@@ -163,22 +188,22 @@ def test_train_vae_device_and_numpy_input(digits):
     assert next(vae.parameters()).device.type == "cpu" and vae.latent == 2
 
 
-@pytest.mark.parametrize("X, kwargs, err", [
-    (torch.zeros(10, 63), {}, ValueError),
-    (torch.zeros(1, 64), {}, ValueError),
-    (torch.zeros(10, 64, dtype=torch.int64), {}, TypeError),
-    ([[0.0] * 64] * 4, {}, TypeError),
-    (torch.full((10, 64), float("nan")), {}, ValueError),
-    (torch.zeros(10, 64), {"epochs": 0}, ValueError),
-    (torch.zeros(10, 64), {"latent": 0}, ValueError),
-    (torch.zeros(10, 64), {"seed": -1}, ValueError),
-    (torch.zeros(10, 64), {"lr": 0.0}, ValueError),
-    (torch.zeros(10, 64), {"sigma": -1.0}, ValueError),
-    (torch.zeros(10, 64), {"batch_size": 0}, ValueError),
-    (torch.zeros(10, 64), {"threads": 0}, ValueError),
+@pytest.mark.parametrize("X, kwargs, err, match", [
+    (torch.zeros(10, 63), {}, ValueError, r"X must have shape \(N, 64\) with N >= 2"),
+    (torch.zeros(1, 64), {}, ValueError, r"X must have shape \(N, 64\) with N >= 2"),
+    (torch.zeros(10, 64, dtype=torch.int64), {}, TypeError, "floating-point .* of dtype torch.int64"),
+    ([[0.0] * 64] * 4, {}, TypeError, "X must be a floating-point torch tensor or numpy array.*got list"),
+    (torch.full((10, 64), float("nan")), {}, ValueError, "X has NaN or inf entries"),
+    (torch.zeros(10, 64), {"epochs": 0}, ValueError, "epochs must be a positive int"),
+    (torch.zeros(10, 64), {"latent": 0}, ValueError, "latent must be a positive int"),
+    (torch.zeros(10, 64), {"seed": -1}, ValueError, "seed must be None or a non-negative int"),
+    (torch.zeros(10, 64), {"lr": 0.0}, ValueError, "lr must be a finite number > 0"),
+    (torch.zeros(10, 64), {"sigma": -1.0}, ValueError, "sigma must be a finite number > 0"),
+    (torch.zeros(10, 64), {"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+    (torch.zeros(10, 64), {"threads": 0}, ValueError, "threads must be None or a positive int"),
 ])
-def test_train_vae_bad_inputs_raise(X, kwargs, err):
-    with pytest.raises(err):
+def test_train_vae_bad_inputs_raise(X, kwargs, err, match):
+    with pytest.raises(err, match=match):
         train_vae(X, progress=False, **{"epochs": 1, **kwargs})
 
 
@@ -210,18 +235,36 @@ def test_train_classifier_deterministic(digits):
     assert a.features(X[:3]).shape == (3, 8)
 
 
-@pytest.mark.parametrize("X, y, kwargs, err", [
-    (torch.zeros(10, 64), torch.zeros(9, dtype=torch.int64), {}, ValueError),
-    (torch.zeros(10, 64), torch.full((10,), 10), {}, ValueError),
-    (torch.zeros(10, 64), torch.full((10,), -1), {}, ValueError),
-    (torch.zeros(10, 64), torch.zeros(10), {}, TypeError),
-    (torch.zeros(10, 64), [0] * 10, {}, TypeError),
-    (torch.zeros(10, 32), torch.zeros(10, dtype=torch.int64), {}, ValueError),
-    (torch.zeros(10, 64), torch.zeros(10, dtype=torch.int64), {"epochs": -2}, ValueError),
-    (torch.zeros(10, 64), torch.zeros(10, dtype=torch.int64), {"n_features": 0}, ValueError),
-    (torch.zeros(10, 64), torch.zeros(10, dtype=torch.int64), {"weight_decay": -1.0}, ValueError),
-    (torch.zeros(10, 64), torch.zeros(10, dtype=torch.int64), {"threads": 1.5}, ValueError),
+@pytest.mark.parametrize("X, y, kwargs, err, match", [
+    (torch.zeros(10, 64), torch.zeros(9, dtype=torch.int64), {}, ValueError, r"y must have shape \(10,\) to match X"),
+    (torch.zeros(10, 64), torch.full((10,), 10), {}, ValueError, r"labels must be in 0..9, got values in \[10, 10\]"),
+    (torch.zeros(10, 64), torch.full((10,), -1), {}, ValueError, r"labels must be in 0..9, got values in \[-1, -1\]"),
+    (torch.zeros(10, 64), torch.zeros(10), {}, TypeError, "y must be an integer torch tensor.*of dtype torch.float32"),
+    (torch.zeros(10, 64), [0] * 10, {}, TypeError, "y must be an integer torch tensor.*got list"),
+    (torch.zeros(10, 32), torch.zeros(10, dtype=torch.int64), {}, ValueError, r"X must have shape \(N, 64\)"),
+    (torch.zeros(10, 64), torch.zeros(10, dtype=torch.int64), {"epochs": -2}, ValueError,
+     "epochs must be a positive int"),
+    (torch.zeros(10, 64), torch.zeros(10, dtype=torch.int64), {"n_features": 0}, ValueError,
+     "n_features must be a positive int"),
+    (torch.zeros(10, 64), torch.zeros(10, dtype=torch.int64), {"weight_decay": -1.0}, ValueError,
+     "weight_decay must be a finite number >= 0"),
+    (torch.zeros(10, 64), torch.zeros(10, dtype=torch.int64), {"threads": 1.5}, ValueError,
+     "threads must be None or a positive int"),
 ])
-def test_train_classifier_bad_inputs_raise(X, y, kwargs, err):
-    with pytest.raises(err):
+def test_train_classifier_bad_inputs_raise(X, y, kwargs, err, match):
+    with pytest.raises(err, match=match):
         train_classifier(X, y, progress=False, **{"epochs": 1, **kwargs})
+
+
+def test_training_seed_is_keyword_only_and_none_follows_the_global_generator(digits):
+    X, y = digits
+    with pytest.raises(TypeError, match="positional"):
+        train_vae(X[:50], 2, 1)
+    with pytest.raises(TypeError, match="positional"):
+        train_classifier(X[:50], y[:50], 1)
+    kw = dict(epochs=1, progress=False, hidden=8, n_features=4)
+    np.random.seed(3)
+    a = train_classifier(X[:50], y[:50], **kw)
+    np.random.seed(3)
+    b = train_classifier(X[:50], y[:50], **kw)
+    assert all(torch.equal(pa, pb) for pa, pb in zip(a.state_dict().values(), b.state_dict().values()))

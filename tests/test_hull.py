@@ -21,7 +21,7 @@ from helpers.hull import (
     wendel_probability,
 )
 
-FEW = settings(max_examples=25, deadline=None)
+FEW = settings(max_examples=25, deadline=None, database=None, derandomize=True)
 
 
 # ----------------------------------------------------------------------------- oracles
@@ -341,11 +341,16 @@ def test_bad_input_raises(points, queries, match):
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match="rtol"):
-        in_hull(np.zeros((2, 2)), np.zeros((1, 2)), rtol=-1)
-    with pytest.raises(ValueError, match="positive integer"):
+    for rtol in (-1, 0.0, 0.5, True, "1e-9", float("nan")):
+        with pytest.raises(ValueError, match=r"rtol must be a finite number > 0 and < 0\.01; the default is 1e-9"):
+            in_hull(np.zeros((2, 2)), np.zeros((1, 2)), rtol=rtol)
+    with pytest.raises(ValueError, match="fw_iter must be a non-negative int"):
+        in_hull(np.zeros((2, 2)), np.zeros((1, 2)), fw_iter=-1)
+    with pytest.raises(ValueError, match="cg_rounds must be a non-negative int"):
+        in_hull(np.zeros((2, 2)), np.zeros((1, 2)), cg_rounds=2.5)
+    with pytest.raises(ValueError, match="must be a positive int"):
         wendel_probability(0, 2)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="must be a positive int"):
         interval_probability(2.5)
     with pytest.raises(ValueError, match="queries is empty"):
         interpolation_probability(np.zeros((2, 2)), np.zeros((0, 2)))

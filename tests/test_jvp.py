@@ -460,7 +460,8 @@ def test_codes_are_nontrivial():
 # 3. Property-based
 # --------------------------------------------------------------------------------------------
 
-PROP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROP = settings(max_examples=25, deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 def assert_property_case(make, width, depth, batch, seed):

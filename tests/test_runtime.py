@@ -59,14 +59,20 @@ def test_setup_applies_and_prints_one_line(environ, capsys):
     environ.setenv("BOOK_MODE", "quick")
     environ.setenv("BOOK_THREADS", "1")
     environ.setenv("BOOK_DEVICE", "cpu")
-    env = runtime.setup(seed=7)
-    out = capsys.readouterr().out.strip()
-    assert out.startswith("mode=quick seed=7 threads=1 device=cpu ") and "\n" not in out
-    assert re.search(r" date=\d{4}-\d\d-\d\d$", out)  # provenance: the build's date (and commit in a repo)
-    assert env.quick and torch.get_num_threads() == 1
-    first = torch.rand(3)
-    runtime.seed_everything(7)
-    assert torch.equal(first, torch.rand(3))  # the seed was really applied
+    environ.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "3"))  # restored after the test
+    saved = torch.get_num_threads()
+    torch.set_num_threads(3)  # not 1 (what a test worker already has): setup's change must be visible
+    try:
+        env = runtime.setup(seed=7)
+        out = capsys.readouterr().out.strip()
+        assert out.startswith("mode=quick seed=7 threads=1 device=cpu ") and "\n" not in out
+        assert re.search(r" date=\d{4}-\d\d-\d\d$", out)  # provenance: the build's date (and commit)
+        assert env.quick and torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+        first = torch.rand(3)
+        runtime.seed_everything(7)
+        assert torch.equal(first, torch.rand(3))  # the seed was really applied
+    finally:
+        runtime.set_threads(saved)  # leave the process as it was
 
 
 def test_seed_must_be_a_non_negative_integer():

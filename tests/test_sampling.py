@@ -381,16 +381,23 @@ def test_resample_with_replacement_matches_weights_chi_square(kind):
 def test_resample_returns_rows_of_z_in_its_type_and_is_reproducible():
     w = np.random.default_rng(4).uniform(size=30)
     z_np = np.arange(60.0).reshape(30, 2)
-    idx = resample_indices(w, 10, seed=7)
-    assert np.array_equal(resample(z_np, w, 10, seed=7), z_np[idx])
-    z_t = torch.as_tensor(z_np)
-    out = resample(z_t, torch.as_tensor(w), 10, seed=7)
-    assert isinstance(out, torch.Tensor) and torch.equal(out, z_t[idx])
-    assert np.array_equal(resample_indices(w, 10, seed=np.random.default_rng(7)), idx)
-    np.random.seed(0)
-    a = resample_indices(w, 10)
-    np.random.seed(0)
-    assert np.array_equal(resample_indices(w, 10), a)  # seed=None follows numpy's global state
+    for replace in (False, True):
+        idx = resample_indices(w, 10, replace=replace, seed=7)
+        assert isinstance(idx, np.ndarray) and idx.dtype == np.int64
+        assert np.array_equal(resample(z_np, w, 10, replace=replace, seed=7), z_np[idx])
+        z_t = torch.as_tensor(z_np)
+        out, out_idx = resample(z_t, torch.as_tensor(w), 10, replace=replace, seed=7, return_indices=True)
+        assert isinstance(out, torch.Tensor) and torch.equal(out, z_t[idx])
+        assert isinstance(out_idx, torch.Tensor) and out_idx.tolist() == idx.tolist()
+        idx_t = resample_indices(torch.as_tensor(w, dtype=torch.float32), 10, replace=replace, seed=7)
+        assert isinstance(idx_t, torch.Tensor) and idx_t.dtype == torch.int64 and idx_t.tolist() == idx.tolist()
+        assert np.array_equal(resample_indices(w, 10, replace=replace, seed=np.random.default_rng(7)), idx)
+        np.random.seed(0)
+        a = resample_indices(w, 10, replace=replace)
+        np.random.seed(0)
+        assert np.array_equal(resample_indices(w, 10, replace=replace), a)  # seed=None: numpy's global state
+        np.random.seed(0)
+        assert np.array_equal(resample(z_np, w, 10, replace=replace), z_np[a])
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,7 +502,7 @@ def test_bad_weights_raise():
     with pytest.raises(ValueError, match="1-D array"):
         magnet_weights(np.zeros((2, 2)), 0.0)
     for rho in (float("nan"), float("inf"), None, "1"):
-        with pytest.raises(ValueError, match="rho must be a finite real number"):
+        with pytest.raises(ValueError, match="rho must be a finite number"):
             polarity_weights_from_log_volume(np.zeros(3), rho)
     with pytest.raises(ValueError, match="weight vol\\^rho is infinite"):
         polarity_weights_from_log_volume([0.0, -np.inf], -1.0)
@@ -503,25 +510,33 @@ def test_bad_weights_raise():
 
 def test_bad_resampling_raises():
     with pytest.raises(ValueError, match="non-negative"):
-        resample_indices([1.0, -0.1], 1)
+        resample_indices([1.0, -0.1], 1, replace=True)
     with pytest.raises(ValueError, match="finite"):
-        resample_indices([1.0, float("nan")], 1)
+        resample_indices([1.0, float("nan")], 1, replace=True)
     with pytest.raises(ValueError, match="all zero"):
-        resample_indices([0.0, 0.0], 1)
+        resample_indices([0.0, 0.0], 1, replace=True)
     with pytest.raises(ValueError, match="all zero"):
         effective_sample_size(np.zeros(4))
     with pytest.raises(ValueError, match="cannot draw n=3 distinct samples: only 2 of 4"):
         resample_indices([1.0, 0.0, 2.0, 0.0], 3, replace=False)
     assert len(resample_indices([1.0, 0.0, 2.0, 0.0], 3, replace=True, seed=0)) == 3
     with pytest.raises(ValueError, match="n must be a positive int"):
-        resample_indices([1.0], 0)
+        resample_indices([1.0], 0, replace=True)
     with pytest.raises(ValueError, match="seed must be None"):
-        resample_indices([1.0], 1, seed=-1)
+        resample_indices([1.0], 1, replace=True, seed=-1)
     with pytest.raises(ValueError, match="one row per weight"):
-        resample(np.zeros((3, 2)), np.ones(4), 2)
+        resample(np.zeros((3, 2)), np.ones(4), 2, replace=True)
+    with pytest.raises(ValueError, match="replace must be True"):
+        resample_indices([1.0], 1, replace=None)
 
 
-def test_resample_default_is_without_replacement():
+def test_resample_needs_an_explicit_keyword_replace():
     w = np.ones(12)
-    idx = resample_indices(w, 12, seed=0)
-    assert sorted(idx.tolist()) == list(range(12))  # every index once: no replacement by default
+    with pytest.raises(TypeError, match="replace"):
+        resample_indices(w, 12, seed=0)
+    with pytest.raises(TypeError, match="positional"):
+        resample_indices(w, 12, False, 0)
+    with pytest.raises(TypeError, match="replace"):
+        resample(np.arange(12.0), w, 3)
+    idx = resample_indices(w, 12, replace=False, seed=0)
+    assert sorted(idx.tolist()) == list(range(12))  # every index once without replacement

@@ -29,5 +29,5 @@ def test_batchnorm_statistics_are_not_the_identity():
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(KeyError, match="MLP"):
+    with pytest.raises(ValueError, match=r"unknown zoo model .transformer.; choose one of .*MLP"):
         build("transformer")

@@ -1,0 +1,273 @@
+"""helpers.timing: interleaved rounds reported by their median, threads and device sync owned by
+compare, and run_with_timeout (work in a child process stopped at a time limit)."""
+
+import json
+import pickle
+import time
+
+import pytest
+import torch
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import helpers.timing as timing
+from helpers.timing import Timings, compare, run_with_timeout
+
+
+class FakeClock:
+    """A clock that moves only when the timed methods (or a fake sync) say so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def costing(self, costs):
+        """A method whose successive calls take ``costs[0]``, ``costs[1]``, ... seconds."""
+        it = iter(costs)
+
+        def method():
+            self.now += next(it)
+        return method
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "perf_counter", fake)
+    return fake
+
+
+# ----------------------------------------------------------------------------- compare: estimator
+
+
+def test_compare_reports_the_median_and_the_spread_of_the_rounds(clock):
+    # number=2 calls per round; the warm-up call (100 s) must not count anywhere
+    a = clock.costing([100] + [c for c in (1, 5, 2, 4, 3) for _ in range(2)])
+    b = clock.costing([100] + [2] * 10)
+    t = compare({"a": a, "b": b}, rounds=5, number=2, warmup=1)
+    assert isinstance(t, Timings) and isinstance(t, dict)
+    assert t.rounds == {"a": (1, 5, 2, 4, 3), "b": (2, 2, 2, 2, 2)}
+    assert t["a"] == 3.0 and t["b"] == 2.0          # the median; best-of-rounds would give a = 1
+    assert t.quartiles("a") == (2.0, 4.0) and t.extremes("a") == (1.0, 5.0)
+    assert t.spread("a") == pytest.approx(2 / 3) and t.spread("b") == 0.0
+    assert t.ratio("a", "b") == 1.5                 # median of per-round ratios 0.5, 2.5, 1, 2, 1.5
+    assert [type(v) for v in t.values()] == [float, float]
+    assert "a" in t.summary() and "[2000, 4000] over 5 rounds" in t.summary(unit="ms")
+
+
+def test_ratio_pairs_rounds_where_a_ratio_of_medians_does_not(clock):
+    # load doubles both methods in rounds 1 and 2; b is always twice as slow as a within a round
+    a = clock.costing([1, 2, 2, 1, 1])
+    b = clock.costing([2, 4, 4, 2, 2])
+    t = compare({"a": a, "b": b}, rounds=5, number=1, warmup=0)
+    assert t.ratio("b", "a") == 2.0 and t["b"] / t["a"] == 2.0
+    c = clock.costing([1, 1, 1, 4, 4])             # a method whose slow rounds are not a's
+    d = clock.costing([2, 2, 2, 2, 2])
+    t = compare({"c": c, "d": d}, rounds=5, number=1, warmup=0)
+    assert t["d"] / t["c"] == 2.0 and t.ratio("d", "c") == 2.0 and t.extremes("c") == (1.0, 4.0)
+
+
+def test_compare_rotates_the_order_of_the_methods_every_round():
+    calls = []
+    methods = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    compare(methods, rounds=4, number=2, warmup=1)
+    warm, timed = calls[:3], calls[3:]
+    assert warm == ["a", "b", "c"]
+    assert timed == [*"aabbcc", *"bbccaa", *"ccaabb", *"aabbcc"]
+
+
+def test_compare_ranks_a_slower_method_slower_with_real_sleeps():
+    t = compare({"fast": lambda: None, "slow": lambda: time.sleep(0.002)}, rounds=3, number=2, warmup=0)
+    assert t["slow"] >= 0.002 > t["fast"]
+    assert all(s >= 0.002 for s in t.rounds["slow"]) and len(t.rounds["fast"]) == 3
+
+
+def test_timings_stay_a_plain_dict_of_floats():
+    t = Timings({"a": [1.0, 3.0], "b": [2.0]})
+    assert t == {"a": 2.0, "b": 2.0} and json.loads(json.dumps(t)) == {"a": 2.0, "b": 2.0}
+    back = pickle.loads(pickle.dumps(t))
+    assert back == t and back.rounds == t.rounds and back.quartiles("a") == (1.5, 2.5)
+    with pytest.raises(ValueError, match="at least one round"):
+        Timings({"a": []})
+    with pytest.raises(ValueError, match="unit must be"):
+        t.summary(unit="min")
+
+
+# ----------------------------------------------------------------------------- compare: threads
+
+
+def _pools():
+    return {(p["internal_api"], p["filepath"]): p["num_threads"] for p in threadpool_info()}
+
+
+def test_compare_sets_threads_for_the_block_and_restores_them_even_on_an_exception():
+    old = torch.get_num_threads()
+    with threadpool_limits(limits=3):                # 3, not 1: one-thread test workers must not pass by luck
+        torch.set_num_threads(3)
+        try:
+            before = _pools()
+            seen = {}
+
+            def probe():
+                seen["torch"] = torch.get_num_threads()
+                seen["pools"] = set(_pools().values())
+                raise RuntimeError("boom in the timed method")
+
+            with pytest.raises(RuntimeError, match="boom in the timed method"):
+                compare({"probe": probe}, threads=1, warmup=1)
+            assert seen == {"torch": 1, "pools": {1}}
+            assert torch.get_num_threads() == 3 and _pools() == before
+
+            compare({"probe": lambda: seen.update(torch=torch.get_num_threads())}, threads=2, rounds=1, number=1)
+            assert seen["torch"] == 2 and torch.get_num_threads() == 3 and _pools() == before
+            compare({"probe": lambda: seen.update(torch=torch.get_num_threads())}, rounds=1, number=1)
+            assert seen["torch"] == 3                # threads=None leaves the setting alone
+        finally:
+            torch.set_num_threads(old)
+
+
+# ----------------------------------------------------------------------------- compare: devices
+
+
+def test_compare_synchronises_cuda_after_warmup_and_inside_each_timed_batch(monkeypatch, clock):
+    events = []
+
+    def fake_sync(device=None):
+        events.append(f"sync {device}")
+        clock.now += 10.0                            # waiting for the queued GPU work
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", fake_sync)
+    methods = {name: (lambda name=name: events.append(name)) for name in "ab"}
+    t = compare(methods, rounds=2, number=3, warmup=1, device="cuda")
+    sync = "sync cuda"
+    assert events == ["a", "b", sync, *"aaa", sync, *"bbb", sync, *"bbb", sync, *"aaa", sync]
+    # each batch's time is its sync (10 s) over 3 calls: the sync is inside the timed interval,
+    # and the warm-up's sync is outside every batch
+    assert t.rounds == {"a": (10 / 3, 10 / 3), "b": (10 / 3, 10 / 3)}
+
+
+def test_compare_synchronises_mps(monkeypatch):
+    count = []
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: count.append(1))
+    compare({"a": lambda: None, "b": lambda: None}, rounds=3, number=2, warmup=0, device=torch.device("mps"))
+    assert len(count) == 1 + 3 * 2
+
+
+@pytest.mark.parametrize("device", [None, "cpu", torch.device("cpu")])
+def test_compare_does_not_synchronise_on_the_cpu(monkeypatch, device):
+    def refuse(*args, **kwargs):
+        raise AssertionError("no synchronisation on the CPU")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", refuse)
+    monkeypatch.setattr(torch.mps, "synchronize", refuse)
+    assert set(compare({"a": lambda: None}, rounds=2, number=1, device=device)) == {"a"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compare_on_a_real_gpu_times_the_work_not_the_launch():
+    x = torch.randn(4096, 4096, device="cuda")
+    work = lambda: x @ x  # noqa: E731
+    work()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(5):
+        work()
+    torch.cuda.synchronize()
+    manual = (time.perf_counter() - start) / 5
+    t = compare({"matmul": work}, rounds=3, number=5, warmup=1, device="cuda")
+    assert 0.5 * manual < t["matmul"] < 2 * manual
+
+
+# ----------------------------------------------------------------------------- compare: bad input
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"methods": {}}, ValueError, "at least one method"),
+    ({"methods": [lambda: None]}, TypeError, "mapping"),
+    ({"methods": {"a": 3}}, TypeError, "'a' is not callable"),
+    ({"rounds": 0}, ValueError, "rounds must be at least 1"),
+    ({"rounds": True}, TypeError, "rounds must be an int"),
+    ({"number": 1.5}, TypeError, "number must be an int"),
+    ({"number": 0}, ValueError, "number must be at least 1"),
+    ({"warmup": -1}, ValueError, "warmup must be at least 0"),
+    ({"threads": 0}, ValueError, "threads must be at least 1"),
+    ({"threads": 2.0}, TypeError, "threads must be an int"),
+    ({"device": "no-such-device"}, ValueError, "device must be a torch device"),
+    ({"device": "meta"}, ValueError, "cpu, cuda and mps"),
+])
+def test_compare_rejects_bad_arguments(kwargs, error, match):
+    kwargs = {"methods": {"a": lambda: None}, **kwargs}
+    with pytest.raises(error, match=match):
+        compare(**kwargs)
+
+
+def test_compare_refuses_an_unavailable_device_and_positional_options(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        compare({"a": lambda: None}, device="cuda")
+    with pytest.raises(TypeError, match="positional argument"):
+        compare({"a": lambda: None}, 3)  # options are keyword-only
+
+
+# ----------------------------------------------------------------------------- run_with_timeout
+
+NAP = """
+import time
+def nap(seconds, tag=None):
+    print("chatter on stdout must not break the protocol")
+    time.sleep(seconds)
+    return {"seconds": seconds, "tag": tag}
+def fail_if(message):
+    if message:
+        raise ValueError(message)
+    return message
+"""
+
+
+def test_run_with_timeout_stops_at_the_first_call_over_the_limit():
+    start = time.perf_counter()
+    run = run_with_timeout(NAP, "nap", [(0,), (0.01, "b"), (60,), (0,)], timeout=3)
+    assert run.timed_out and run.results == [{"seconds": 0, "tag": None}, {"seconds": 0.01, "tag": "b"}]
+    assert time.perf_counter() - start < 30        # the 60 s call was killed, not waited for
+
+
+def test_run_with_timeout_runs_every_call_in_time():
+    run = run_with_timeout(NAP, "nap", [[0, 1], (0, [2, 3])], timeout=20)
+    assert not run.timed_out and run.results == [{"seconds": 0, "tag": 1}, {"seconds": 0, "tag": [2, 3]}]
+    assert run_with_timeout(NAP, "nap", [], timeout=1).results == []
+
+
+def test_run_with_timeout_reports_the_childs_failure():
+    with pytest.raises(RuntimeError, match=r"(?s)failed in call 1 with arguments \['broken on purpose'\].*"
+                                           r"ValueError: broken on purpose"):
+        run_with_timeout(NAP, "fail_if", [("",), ("broken on purpose",)], timeout=20)
+    with pytest.raises(RuntimeError, match=r"(?s)failed before its first call.*no function 'missing'"):
+        run_with_timeout(NAP, "missing", [(0,)], timeout=20)
+    with pytest.raises(RuntimeError, match=r"(?s)failed before its first call.*ZeroDivisionError"):
+        run_with_timeout("1 / 0", "nap", [(0,)], timeout=20)
+    with pytest.raises(RuntimeError, match=r"(?s)failed in call 0.*not JSON serializable"):
+        run_with_timeout("def f():\n    return object()\n", "f", [()], timeout=20)
+
+
+def test_run_with_timeout_limits_the_start_up():
+    with pytest.raises(TimeoutError, match="not ready after 1 s"):
+        run_with_timeout("import time\ntime.sleep(60)\n", "f", [()], timeout=1, startup_timeout=1)
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    ((1, "nap", []), {"timeout": 1}, TypeError, "source and func must be strings"),
+    ((NAP, "not a name", []), {"timeout": 1}, ValueError, "func must be a function name"),
+    ((NAP, "nap", [0, 1]), {"timeout": 1}, TypeError, "sequence of argument lists"),
+    ((NAP, "nap", "ab"), {"timeout": 1}, TypeError, "sequence of argument lists"),
+    ((NAP, "nap", [(object(),)]), {"timeout": 1}, TypeError, "JSON-serialisable"),
+    ((NAP, "nap", [(0,)]), {"timeout": 0}, ValueError, "timeout must be a positive"),
+    ((NAP, "nap", [(0,)]), {"timeout": float("inf")}, ValueError, "timeout must be a positive"),
+    ((NAP, "nap", [(0,)]), {"timeout": "1"}, TypeError, "timeout must be a number"),
+    ((NAP, "nap", [(0,)]), {"timeout": 1, "startup_timeout": -1}, ValueError, "startup_timeout must be"),
+])
+def test_run_with_timeout_rejects_bad_arguments(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        run_with_timeout(*args, **kwargs)
