@@ -159,14 +159,35 @@ def _public_helpers() -> set[str]:
     return names - {"generator"}  # zoo.generator: in prose "generator" is the network, not the factory
 
 
+PROSE_DIRECTIVES = ("exercise", "solution", "prf:", "note", "warning", "admonition", "dropdown", "tip", "important")
+
+
 def _prose(source) -> str:
-    """A page's Markdown without its code: code cells and fenced code blocks removed."""
+    """A page's Markdown without its code: code cells and fenced code blocks removed.
+
+    Fences are followed line by line: a directive that holds prose (an exercise, a proof, a
+    note) keeps its content; any other fenced block (code, eval-rst, a table of contents) is
+    dropped up to its own closing fence.
+    """
     if is_notebook(source):
         text = "\n".join(c.source for c in jupytext.read(source).cells if c.cell_type == "markdown")
     else:
         text = source.read_text()
-    return re.sub(r"^(`{3,}|~{3,})(?!\{(exercise|solution|prf:|note|warning|admonition|dropdown|tip))[^\n]*\n.*?^\1\s*$",
-                  "", text, flags=re.M | re.S)
+    kept, stack = [], []  # stack of (fence, keeps its content)
+    for line in text.splitlines():
+        m = re.match(r"^\s*(`{3,}|~{3,})(.*)$", line)
+        if m:
+            fence, info = m.group(1), m.group(2).strip()
+            if stack and fence[0] == stack[-1][0][0] and len(fence) >= len(stack[-1][0]) and not info:
+                stack.pop()
+                continue
+            if not stack or stack[-1][1]:
+                keeps = info.startswith("{") and info[1:].startswith(PROSE_DIRECTIVES)
+                stack.append((fence, keeps))
+                continue
+        if all(keeps for _, keeps in stack):
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def _helper_name(text: str) -> str:
