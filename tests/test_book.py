@@ -271,3 +271,20 @@ def test_every_notebook_ends_with_a_claims_check_and_exercises(source):
 def test_every_chapter_has_an_explorer(chapter):
     code = "\n".join(c for p in _chapter_pages(chapter) if is_notebook(p) for c in _code(p))
     assert re.search(r"\bframe_(slider|grid)\(", code), f"{chapter} has no explorer (helpers.viz.frame_slider/frame_grid)"
+
+
+def test_scoreboard_verdicts_use_the_vocabulary():
+    """Each row's verdict is glued from a claims.verdict (checked when it runs) or a word of the vocabulary."""
+    from helpers.claims import VERDICTS
+
+    rows = [line for line in (ROOT / "book" / "reproductions.md").read_text().splitlines()
+            if line.startswith("| {doc}")]
+    assert rows, "book/reproductions.md has no rows"
+    bad = []
+    for row in rows:
+        verdict = row.rstrip(" |").rsplit(" | ", 1)[-1].strip()
+        if verdict.startswith("{glue:text}"):
+            continue
+        if not any(verdict == w or verdict.startswith(w + ": ") for w in VERDICTS):
+            bad.append(verdict)
+    assert not bad, f"verdicts outside {VERDICTS}: {bad}"
