@@ -94,7 +94,7 @@ def test_readme_points_only_inside_the_repository():
 
 # Import name -> package name where they differ (conda-forge and PyPI agree on these).
 PACKAGE = {"sklearn": "scikit-learn", "torch": "pytorch-cpu", "IPython": "ipython"}
-OPTIONAL = {"myst_nb"}  # helpers.glue uses it when present (the built book) and works without it
+OPTIONAL = {"myst_nb", "google"}  # myst_nb: helpers.glue uses it when present; google.colab: only on Colab
 
 
 def _imports(texts) -> set[str]:
