@@ -66,6 +66,16 @@ notebooks: $(STAMP)
 	BOOK_MODE=quick BOOK_CLAIMS_DIR=$(CURDIR)/$(CLAIMS)/quick/seed0 TQDM_DISABLE=1 $(BIN)/pytest -n 2 --nbmake --overwrite \
 	  --timeout=$(NB_TIMEOUT) --durations=0 $(QUICK)/book
 
+quickbook: $(STAMP) _vendor/.stamp
+	$(BIN)/jupyter-book build $(QUICK) -W -n --keep-going
+	$(BIN)/python tools/check_pages.py $(QUICK)/_build/html $(CHECK_PAGE) --require math,image,widget \
+	  --shots $(QUICK)/_build/screenshots
+
+# Rewrite the outputs-free .ipynb twins from their MyST-markdown sources.
+twins: $(STAMP)
+	$(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from book_files import notebook_sources; \
+	  print('\n'.join(map(str, notebook_sources())))" | xargs -r $(BIN)/jupytext --update --to ipynb -q
+
 # Every notebook in quick mode with each of SEEDS as BOOK_SEED: asserts must hold on every seed.
 # Then the claims recorded per seed are compared (tools/claims_report.py): what flips with the seed.
 sweep: $(STAMP)
