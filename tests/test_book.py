@@ -288,3 +288,11 @@ def test_scoreboard_verdicts_use_the_vocabulary():
         if not any(verdict == w or verdict.startswith(w + ": ") for w in VERDICTS):
             bad.append(verdict)
     assert not bad, f"verdicts outside {VERDICTS}: {bad}"
+
+
+def test_every_phony_make_target_has_a_rule():
+    """make runs a .PHONY target without a rule as a silent no-op: `make test` would skip it."""
+    makefile = (ROOT / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split()
+    missing = [t for t in phony if not re.search(rf"^{re.escape(t)}:", makefile, re.M)]
+    assert not missing, f"Makefile targets without a rule: {missing}"
