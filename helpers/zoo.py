@@ -109,6 +109,7 @@ def conv1d_net(channels: int = 16) -> nn.Module:
         nn.Flatten(), nn.Linear(channels * 32, 10))
 
 
+#: Name -> (factory, input shape without the batch axis) of every architecture of the zoo.
 ZOO: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "MLP": (mlp, (64,)),
     "deep MLP": (lambda: mlp(width=128, depth=12), (64,)),

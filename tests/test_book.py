@@ -296,3 +296,14 @@ def test_every_phony_make_target_has_a_rule():
     phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split()
     missing = [t for t in phony if not re.search(rf"^{re.escape(t)}:", makefile, re.M)]
     assert not missing, f"Makefile targets without a rule: {missing}"
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=IDS)
+def test_glue_keys_are_glued_once(source):
+    """A claim check glues its own key: a number glued under the same key is a duplicate (a build warning)."""
+    from collections import Counter
+
+    keys = Counter(m.group(1) for cell in _code(source)
+                   for m in re.finditer(r"\b(?:glue|claims\.(?:check|verdict|direction))\(\s*[\"']([\w]+)[\"']", cell))
+    twice = sorted(k for k, n in keys.items() if n > 1)
+    assert not twice, f"{source.name}: keys glued more than once: {twice}"
