@@ -156,7 +156,9 @@ def _show(claim: Claim, failed: bool) -> None:
     from IPython.display import HTML, display
 
     colour = "#b00020" if failed else "#1b5e20"
-    body = (f'<span style="color:{colour}">{mark}</span> <b>{html.escape(head)}</b> '
+    # The id is the anchor the scoreboard's evidence column links to (tools/scoreboard.py).
+    body = (f'<span id="claim-{html.escape(claim.key)}" style="color:{colour}">{mark}</span> '
+            f'<b>{html.escape(head)}</b> '
             f'<code>{html.escape(claim.key)}</code>: {html.escape(claim.statement)}: '
             f'<b>{html.escape(outcome)}</b>' + (f" <small>({html.escape(evidence)})</small>" if evidence else ""))
     if failed:

@@ -3,7 +3,8 @@
 Checks, per page, after MathJax and the widget manager have run:
 - math: every ``.math`` element was typeset (holds an ``mjx-container``), and no raw TeX
   delimiters are left in the visible text;
-- images: every ``<img>`` finished loading with a non-zero size;
+- images: every ``<img>`` finished loading with a non-zero size, and every figure a cell drew
+  sits in a numbered ``<figure>`` with a caption (the frames of a widget are exempt);
 - widgets: where the page has widget views, the embedded widget state exists and every
   view was rendered by the widget manager (no kernel is needed in the static page).
 
@@ -32,11 +33,13 @@ PROBE = """() => {
   const raw = (main.innerText.match(/\\\\\\(|\\\\\\[|\\$\\$|\\\\begin\\{/g) || []).length;
   const imgs = [...document.querySelectorAll('main img')];
   const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => (i.currentSrc || i.src).slice(0, 80));
+  const uncaptioned = imgs.filter(i => i.closest('.cell_output') && !i.closest('.jupyter-widgets, .widget-box')
+      && !(i.closest('figure') && i.closest('figure').querySelector('figcaption'))).length;
   const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length;
   const state = document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]').length;
   const rendered = document.querySelectorAll('.jupyter-widgets, .widget-slider, .widget-box').length;
   return {math: math.length, typeset: document.querySelectorAll('mjx-container').length, untypeset, raw,
-          images: imgs.length, broken, views, state, rendered};
+          images: imgs.length, broken, uncaptioned, views, state, rendered};
 }"""
 
 
@@ -54,6 +57,8 @@ def check_page(page, url: str, require: set[str], shot: Path | None) -> list[str
         problems.append(f"{r['raw']} raw TeX delimiter(s) in the page text")
     if r["broken"]:
         problems.append(f"{len(r['broken'])} image(s) did not load, e.g. {r['broken'][0]!r}")
+    if r["uncaptioned"]:
+        problems.append(f"{r['uncaptioned']} figure(s) without a number and caption (see CONTRIBUTING.md, Tables and figures)")
     if r["views"] and not r["state"]:
         problems.append("widget views without embedded widget state")
     if r["views"] and r["rendered"] == 0:

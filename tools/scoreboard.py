@@ -1,0 +1,174 @@
+"""Write the book's scoreboard from the chapters' rows and the claims a build recorded.
+
+Each chapter lists its scoreboard rows in ``book/<chapter>/scoreboard.yml``: the key of a
+``helpers.claims.verdict`` its notebooks record, ``kind`` (``paper``: a paper's claim;
+``target``: a speed or size target the book set itself), the paper's ``claim`` and what the
+chapter measured (``ours``, MyST with glued numbers). The verdict and the evidence (effect,
+interval, n, test, and a link to the cell that decided it) come from the records that the
+build wrote to ``BOOK_CLAIMS_DIR``, so the scoreboard cannot say something its run did not.
+
+Writes ``book/_generated/scoreboard.md``, which ``book/reproductions.md`` includes. Without
+records (before the notebooks ran), every verdict reads "not run in this build".
+
+Usage::
+
+    python tools/scoreboard.py [--claims DIR] [--strict] [--out FILE]
+
+``--strict`` (``make book``) fails when a row's claim was not recorded, or a recorded verdict
+has no row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+OUT = BOOK / "_generated" / "scoreboard.md"
+sys.path.insert(0, str(ROOT))
+from helpers.claims import VERDICTS  # noqa: E402  (the vocabulary the counts are made of)
+
+NOT_RUN = "not run in this build"
+KINDS = ("paper", "target")
+FIELDS = {"key", "kind", "claim", "ours"}
+
+
+def chapters() -> list[str]:
+    """Chapter folders in the order of _toc.yml."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    found = []
+    for part in toc["parts"]:
+        for chapter in part["chapters"]:
+            folder = Path(chapter["file"]).parent
+            if folder.parent.name == "book" and (ROOT / folder / "scoreboard.yml").exists():
+                found.append(folder.name)
+    return found
+
+
+def chapter_title(chapter: str) -> str:
+    """The chapter's short title: its index page's first heading, up to a colon."""
+    for line in (BOOK / chapter / "index.md").read_text().splitlines():
+        if line.startswith("# "):
+            return line[2:].split(":")[0].strip()
+    return chapter
+
+
+def load_rows(chapter: str) -> list[dict]:
+    path = BOOK / chapter / "scoreboard.yml"
+    rows = yaml.safe_load(path.read_text()) or []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or set(row) != FIELDS:
+            raise SystemExit(f"{path}: row {i + 1} needs exactly the fields {sorted(FIELDS)}, got {row!r}")
+        if row["kind"] not in KINDS:
+            raise SystemExit(f"{path}: row {i + 1} ({row['key']}): kind is one of {KINDS}, got {row['kind']!r}")
+        row["chapter"] = chapter
+    return rows
+
+
+def load_records(folder: Path | None) -> dict[str, dict]:
+    if folder is None or not folder.is_dir():
+        return {}
+    records = (json.loads(f.read_text()) for f in sorted(folder.glob("*.json")))
+    return {r["key"]: r for r in records}
+
+
+def page_of(chapter: str, key: str) -> str | None:
+    """The page (relative to book/, without suffix) whose source decides ``key``."""
+    pattern = re.compile(rf"""["']{re.escape(key)}["']""")
+    for source in sorted((BOOK / chapter).glob("*.md")):
+        if pattern.search(source.read_text()):
+            return f"{chapter}/{source.stem}"
+    return None
+
+
+def _num(x: float) -> str:
+    return f"{x:+.3g}".replace("inf", "∞")
+
+
+def evidence(record: dict | None, page: str | None) -> str:
+    if record is None:
+        return ""
+    parts = []
+    if record.get("effect") is not None:
+        parts.append(f"effect {_num(record['effect'])}")
+    if record.get("interval"):
+        lo, hi = record["interval"]
+        parts.append(f"95 % interval [{_num(lo)}, {_num(hi)}]")
+    if record.get("n"):
+        parts.append(f"n = {record['n']}")
+    if record.get("test"):
+        parts.append(record["test"])
+    if record.get("paper"):
+        parts.append(f"paper: {record['paper']}")
+    text = "; ".join(parts).replace("|", "\\|")
+    if page:
+        text += f' (<a href="{page}.html#claim-{record["key"]}">cell</a>)'
+    return text
+
+
+def verdict_word(verdict: str) -> str:
+    return verdict.split(": ")[0]
+
+
+def table(rows: list[dict], records: dict[str, dict]) -> list[str]:
+    lines = ["| chapter | the paper's claim | ours | verdict | evidence |", "|---|---|---|---|---|"]
+    for row in rows:
+        record = records.get(row["key"])
+        verdict = record["verdict"] if record else NOT_RUN
+        link = f"{{doc}}`{row['chapter_title']} <{row['chapter']}/index>`"
+        cells = [link, row["claim"], row["ours"], verdict, evidence(record, page_of(row["chapter"], row["key"]))]
+        lines.append("| " + " | ".join(str(c).strip().replace("\n", " ") for c in cells) + " |")
+    return lines
+
+
+def counts(rows: list[dict], records: dict[str, dict], noun: str = "claims") -> str:
+    if not rows:
+        return f"No {noun} yet."
+    words = [verdict_word(records[r["key"]]["verdict"]) if r["key"] in records else NOT_RUN for r in rows]
+    parts = [f"{words.count(w)} {w}" for w in (*VERDICTS, NOT_RUN) if words.count(w)]
+    return f"**{len(rows)} {noun}**: " + ", ".join(parts) + "."
+
+
+def render(records: dict[str, dict]) -> tuple[str, list[str]]:
+    """The scoreboard's Markdown, and the problems found (unrecorded rows, rowless verdicts)."""
+    rows = []
+    for chapter in chapters():
+        for row in load_rows(chapter):
+            row["chapter_title"] = chapter_title(chapter)
+            rows.append(row)
+    problems = [f"row {r['key']} ({r['chapter']}): no claim recorded" for r in rows if r["key"] not in records]
+    keys = {r["key"] for r in rows}
+    problems += [f"verdict {k} ({r['where']}) has no row in book/{r['where']}/scoreboard.yml"
+                 for k, r in records.items() if r["kind"] == "verdict" and k not in keys]
+    paper = [r for r in rows if r["kind"] == "paper"]
+    target = [r for r in rows if r["kind"] == "target"]
+    out = ["<!-- Generated by tools/scoreboard.py from book/*/scoreboard.yml and the build's claim records. -->",
+           "", "## The papers' claims", "", counts(paper, records), "", *table(paper, records), "",
+           "## The book's own targets", "",
+           "Speed and size targets that this book set itself, not claims of a paper.", "",
+           counts(target, records, noun="targets"), "", *table(target, records), ""]
+    return "\n".join(out), problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--claims", type=Path, help="the folder of claim records (BOOK_CLAIMS_DIR)")
+    parser.add_argument("--strict", action="store_true", help="fail on rows without a record and verdicts without a row")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    text, problems = render(load_records(args.claims))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    for p in problems:
+        print(f"scoreboard: {p}", file=sys.stderr)
+    return 1 if args.strict and problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
