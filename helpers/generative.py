@@ -223,9 +223,9 @@ def _check_threads(threads) -> None:
 
 
 def _progress(epochs: int, progress: bool, desc: str):
-    from tqdm.auto import tqdm
+    from helpers._progress import bar
 
-    return tqdm(range(epochs), **({} if progress else {"disable": True}), desc=desc, leave=False)
+    return bar(range(epochs), progress=progress, desc=desc, leave=False)
 
 
 def _fit(model, opt, n: int, epochs: int, batch_size: int, seed: int, device, progress: bool, desc: str,

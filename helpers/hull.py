@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import linprog, nnls
-from tqdm.auto import tqdm
+from helpers._progress import bar as progress_bar
 
 from helpers._checks import ParameterError, check_int, check_real, is_torch, like, to_numpy
 
@@ -652,7 +652,7 @@ def in_hull(
     opts = dict(fw_iter=int(fw_iter), cg_rounds=int(cg_rounds))
     step = max(1, min(4096, _BLOCK // len(X)))
     parts = []
-    with tqdm(total=len(Q), **({} if progress else {"disable": True}), desc="in_hull", unit="query") as bar:
+    with progress_bar(total=len(Q), progress=progress, desc="in_hull", unit="query") as bar:
         for s in range(0, len(Q), step):
             parts.append(_solve_block(X, Q[s : s + step], tol[s : s + step], opts, bar))
     res = _assemble(X, Q, tol, parts, float(rtol))

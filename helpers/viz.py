@@ -170,10 +170,10 @@ def frame_grid(frames: Mapping[tuple, "matplotlib.figure.Figure | bytes"], descr
 def render_frames(make_fig: Callable[[object], "matplotlib.figure.Figure"], values: Iterable,
                   progress: bool = True) -> dict:
     """``{v: make_fig(v)}`` rendered to PNG, with a progress bar, for :func:`frame_slider`."""
-    from tqdm.auto import tqdm
+    from helpers._progress import bar
 
     values = list(values)
-    return {v: fig_to_png(make_fig(v)) for v in tqdm(values, **({} if progress else {"disable": True}), desc="frames")}
+    return {v: fig_to_png(make_fig(v)) for v in bar(values, progress=progress, desc="frames")}
 
 
 def render_grid(make_fig: Callable[..., "matplotlib.figure.Figure"], *axes: Iterable,
@@ -184,12 +184,12 @@ def render_grid(make_fig: Callable[..., "matplotlib.figure.Figure"], *axes: Iter
     The keys come in ``itertools.product`` order, so each slider of :func:`frame_grid` lists
     its values in the order given here.
     """
-    from tqdm.auto import tqdm
+    from helpers._progress import bar
 
     if not axes:
         raise ValueError("render_grid needs at least one axis of values")
     keys = list(itertools.product(*(list(values) for values in axes)))
-    return {key: fig_to_png(make_fig(*key)) for key in tqdm(keys, **({} if progress else {"disable": True}), desc="frames")}
+    return {key: fig_to_png(make_fig(*key)) for key in bar(keys, progress=progress, desc="frames")}
 
 
 def _cell(value, fmt: str) -> str:

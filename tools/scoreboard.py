@@ -80,10 +80,13 @@ def load_records(folder: Path | None) -> dict[str, dict]:
 
 def page_of(chapter: str, key: str) -> str | None:
     """The page (relative to book/, without suffix) whose source decides ``key``."""
-    pattern = re.compile(rf"""["']{re.escape(key)}["']""")
-    for source in sorted((BOOK / chapter).glob("*.md")):
-        if pattern.search(source.read_text()):
-            return f"{chapter}/{source.stem}"
+    call = re.compile(rf"""claims\.verdict\(\s*["']{re.escape(key)}["']""")
+    quoted = re.compile(rf"""["']{re.escape(key)}["']""")
+    sources = sorted((BOOK / chapter).glob("*.md"))
+    for pattern in (call, quoted):  # the page that calls claims.verdict, else one that names the key
+        for source in sources:
+            if pattern.search(source.read_text()):
+                return f"{chapter}/{source.stem}"
     return None
 
 
