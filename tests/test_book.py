@@ -94,7 +94,9 @@ def test_readme_points_only_inside_the_repository():
 
 # Import name -> package name where they differ (conda-forge and PyPI agree on these).
 PACKAGE = {"sklearn": "scikit-learn", "torch": "pytorch-cpu", "IPython": "ipython"}
-OPTIONAL = {"myst_nb", "google"}  # myst_nb: helpers.glue uses it when present; google.colab: only on Colab
+# myst_nb: helpers.glue uses it when present; google.colab: only on Colab; torchvision and diffusers:
+# optional baselines that a page or test skips, saying so, when they are absent.
+OPTIONAL = {"myst_nb", "google", "torchvision", "diffusers"}
 
 
 def _imports(texts) -> set[str]:
@@ -115,7 +117,8 @@ def _imports(texts) -> set[str]:
 
 def test_environment_yml_lists_every_import_of_the_notebooks_and_helpers():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    listed = {re.split(r"[=<>\s]", d)[0] for d in env["dependencies"] if isinstance(d, str)}
+    pip = next((d["pip"] for d in env["dependencies"] if isinstance(d, dict)), [])
+    listed = {re.split(r"[=<>\s]", d)[0] for d in [*env["dependencies"], *pip] if isinstance(d, str)}
     texts = [c for s in NOTEBOOKS for c in _code(s)] + [p.read_text() for p in (ROOT / "helpers").glob("*.py")]
     missing = {PACKAGE.get(n, n) for n in _imports(texts)} - listed
     assert not missing, f"environment.yml (Binder) lacks {sorted(missing)}"
