@@ -19,6 +19,8 @@ kept, so that a page can show the spread next to the median (:class:`Timings`).
 :func:`run_with_timeout` runs a sequence of calls in a separate Python process and stops at the
 first call that exceeds a time limit, for work (such as a qhull build in high dimension) that
 cannot be interrupted from inside the process.
+:func:`qhull_build_times` uses it to time qhull's hull and Delaunay builds as the dimension
+grows, up to the first dimension over a time cap.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Timings", "compare", "TimeoutRun", "run_with_timeout"]
+__all__ = ["Timings", "compare", "TimeoutRun", "run_with_timeout", "qhull_build_times"]
 
 
 def _is_int(x) -> bool:
@@ -444,3 +446,91 @@ def run_with_timeout(source: str, func: str, calls: Sequence[Sequence], *, timeo
             if not reader.is_alive():
                 proc.stdout.close()
     return TimeoutRun(results=results, timed_out=timed_out)
+
+
+# --------------------------------------------------------------------------------------------
+# qhull_build_times
+# --------------------------------------------------------------------------------------------
+
+QHULL_KINDS = ("ConvexHull", "Delaunay")
+
+# Runs in the child process of run_with_timeout: the points are drawn there, so that only
+# small JSON values cross the pipe, and only the qhull build is inside the clock.
+_QHULL_SOURCE = """
+import time
+import numpy as np
+from scipy.spatial import ConvexHull, Delaunay
+
+def build(kind, n_points, seed, d):
+    X = np.random.default_rng(np.random.SeedSequence([seed, d])).standard_normal((n_points, d))
+    t0 = time.perf_counter()
+    count = len((ConvexHull if kind == "ConvexHull" else Delaunay)(X).simplices)
+    return {"d": d, "count": count, "seconds": time.perf_counter() - t0}
+"""
+
+
+def qhull_build_times(kind: str, n_points: int, dims: Sequence[int], *, cap: float,
+                      seed: int) -> list[dict]:
+    """Build qhull's convex hull (or Delaunay triangulation) of Gaussian points in each of
+    ``dims`` dimensions in turn, in a child process; stop at the first dimension over ``cap`` s.
+
+    For dimension ``d`` the points are ``n_points`` draws of :math:`\\mathcal{N}(0, I_d)` from
+    ``np.random.default_rng(np.random.SeedSequence([seed, d]))``, so a caller can rebuild the
+    same point set. The child (:func:`run_with_timeout`) builds
+    ``scipy.spatial.ConvexHull`` (``count`` = its facets, ``len(hull.simplices)``) or
+    ``scipy.spatial.Delaunay`` (``count`` = its simplices) and times the build alone with
+    ``time.perf_counter``. A qhull build ignores signals, so the parent kills the child at the
+    first dimension whose build (plus its JSON reply) takes longer than ``cap`` seconds; the
+    dimensions after it are not tried, since the output only grows with ``d``.
+
+    Parameters
+    ----------
+    kind
+        ``"ConvexHull"`` or ``"Delaunay"``.
+    n_points
+        Number of points per dimension, at least ``max(dims) + 2``.
+    dims
+        Dimensions to try, in order (each at least 2).
+    cap
+        Seconds allowed for each dimension's build.
+    seed
+        A non-negative int; with ``d`` it names the point set.
+
+    Returns
+    -------
+    list of dict
+        One ``{"d": d, "count": int, "seconds": float}`` per dimension built within the cap,
+        in order, followed, when a dimension exceeded the cap, by ``{"d": d, "count": None,
+        "seconds": None}`` for that dimension.
+
+    Raises
+    ------
+    ParameterError
+        If ``kind`` is not one of :data:`QHULL_KINDS`, or a count, dimension, seed or cap is
+        not valid.
+
+    Examples
+    --------
+    >>> rows = qhull_build_times("ConvexHull", 50, [2, 3], cap=60, seed=0)
+    >>> [(r["d"], r["count"] > 0, r["seconds"] >= 0) for r in rows]
+    [(2, True, True), (3, True, True)]
+    """
+    from helpers._checks import ParameterError
+
+    if kind not in QHULL_KINDS:
+        raise ParameterError(f"kind is one of {QHULL_KINDS}, got {kind!r}")
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or not dims:
+        raise ParameterError(f"dims must be a non-empty sequence of ints, got {dims!r}")
+    try:
+        dims = [_check_int("each dimension", d, 2) for d in dims]
+        n_points = _check_int("n_points", n_points, max(dims) + 2)
+        seed = _check_int("seed", seed, 0)
+        cap = _check_seconds("cap", cap)
+    except (TypeError, ValueError) as err:
+        raise ParameterError(str(err)) from err
+    run = run_with_timeout(_QHULL_SOURCE, "build", [(kind, n_points, seed, d) for d in dims],
+                           timeout=cap)
+    rows = list(run.results)
+    if run.timed_out:                              # over the cap: the series stops here
+        rows.append({"d": dims[len(rows)], "count": None, "seconds": None})
+    return rows

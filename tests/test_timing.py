@@ -271,3 +271,48 @@ def test_run_with_timeout_limits_the_start_up():
 def test_run_with_timeout_rejects_bad_arguments(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         run_with_timeout(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- qhull_build_times
+
+def test_qhull_build_times_counts_what_scipy_builds_in_process():
+    """Oracle: the same point sets (SeedSequence([seed, d])) built by scipy in this process."""
+    import numpy as np
+    from scipy.spatial import ConvexHull, Delaunay
+
+    for kind, build in (("ConvexHull", ConvexHull), ("Delaunay", Delaunay)):
+        rows = timing.qhull_build_times(kind, 40, [2, 3, 4], cap=60, seed=7)
+        assert [r["d"] for r in rows] == [2, 3, 4]
+        for r in rows:
+            X = np.random.default_rng(np.random.SeedSequence([7, r["d"]])).standard_normal((40, r["d"]))
+            assert r["count"] == len(build(X).simplices)
+            assert 0 <= r["seconds"] < 60
+    # In the plane the hull of points in general position is a polygon: as many facets as vertices.
+    X2 = np.random.default_rng(np.random.SeedSequence([7, 2])).standard_normal((40, 2))
+    assert timing.qhull_build_times("ConvexHull", 40, [2], cap=60, seed=7)[0]["count"] == \
+        len(ConvexHull(X2).vertices)
+
+
+def test_qhull_build_times_stops_at_the_first_dimension_over_the_cap():
+    start = time.perf_counter()
+    # d = 2 takes a millisecond; the hull of 3000 points in d = 10 takes minutes on any CPU.
+    rows = timing.qhull_build_times("ConvexHull", 3000, [2, 10, 3], cap=0.5, seed=0)
+    assert [r["d"] for r in rows] == [2, 10]
+    assert rows[0]["count"] > 0 and rows[1] == {"d": 10, "count": None, "seconds": None}
+    assert time.perf_counter() - start < 60
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    (("Voronoi", 40, [2]), {"cap": 1, "seed": 0}, "kind is one of"),
+    (("ConvexHull", 40, []), {"cap": 1, "seed": 0}, "non-empty sequence"),
+    (("ConvexHull", 40, [1]), {"cap": 1, "seed": 0}, "at least 2"),
+    (("ConvexHull", 5, [4]), {"cap": 1, "seed": 0}, "n_points must be at least 6"),
+    (("ConvexHull", 40, [2]), {"cap": 0, "seed": 0}, "cap must be a positive"),
+    (("ConvexHull", 40, [2]), {"cap": 1, "seed": -1}, "seed must be at least 0"),
+    (("ConvexHull", 40, [2.5]), {"cap": 1, "seed": 0}, "must be an int"),
+])
+def test_qhull_build_times_rejects_bad_arguments(args, kwargs, match):
+    from helpers._checks import ParameterError
+
+    with pytest.raises(ParameterError, match=match):
+        timing.qhull_build_times(*args, **kwargs)
