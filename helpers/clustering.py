@@ -99,6 +99,7 @@ __all__ = [
     "kmeans_cost",
     "max_half_diameter",
     "radius_sdp_bound",
+    "monotone_bound",
     "paper_sdp",
     "radius_kmeans",
     "RadiusKMeans",
@@ -772,6 +773,50 @@ def radius_sdp_bound(X: Any, k: int, r: float, *, eps: float = 1e-4, solver: str
     out = _pw_sdp(D**2, D > 2 * r, k, eps, solver, max_iters)
     return out if out.Z is None or not is_torch(X0) else SDPBound(out.status, out.lower_bound, out.primal_value,
                                                                    like(out.Z, X0), out.seconds)
+
+
+def monotone_bound(radii: Any, bounds: Any) -> np.ndarray:
+    """Tighten lower bounds computed at several radii with the monotonicity of the optimum.
+
+    A smaller radius adds zero constraints to :func:`radius_sdp_bound`'s relaxation (and
+    removes partitions), so its optimum cannot decrease as ``r`` decreases: for
+    :math:`r \\le r'`, :math:`J^\\star(r) \\ge \\mathrm{SDP}(r) \\ge \\mathrm{SDP}(r') \\ge
+    \\mathrm{lb}(r')`, since a Z feasible at r is feasible at r'. Hence
+    :math:`\\max_{r' \\ge r} \\mathrm{lb}(r')` is still a valid lower bound at ``r``, and it is
+    non-increasing in ``r``. Certified bounds from a solver stopped at a tolerance need not
+    be monotone themselves; this repairs that.
+
+    Parameters
+    ----------
+    radii : array_like, shape (m,)
+        The radii, in any order.
+    bounds : array_like, shape (m,)
+        A valid lower bound at each radius (e.g. ``radius_sdp_bound(...).lower_bound``);
+        ``None`` or NaN where there is none (an infeasible or unsolved radius).
+
+    Returns
+    -------
+    ndarray, shape (m,)
+        For each radius, the largest bound over the radii at least as large (NaN where there
+        is none), in the input order.
+
+    Examples
+    --------
+    >>> monotone_bound([0.15, 0.16, 0.18, 0.2], [1.065, 1.087, 1.049, None]).tolist()
+    [1.087, 1.087, 1.049, nan]
+    """
+    r = np.asarray(radii, dtype=float).ravel()
+    b = np.array([np.nan if v is None else float(v) for v in np.asarray(bounds, dtype=object).ravel()])
+    if r.shape != b.shape:
+        raise ParameterError(f"radii and bounds must have the same length; got {r.size} and {b.size}.")
+    order = np.argsort(-r, kind="stable")  # largest radius first
+    out = np.empty_like(b)
+    best = np.nan
+    for i in order:
+        if not np.isnan(b[i]):
+            best = b[i] if np.isnan(best) else max(best, b[i])
+        out[i] = best
+    return out
 
 
 def paper_sdp(X: Any, k: int, r: float, *, cardinality: bool = True, rlt: bool = True,

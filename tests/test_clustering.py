@@ -17,6 +17,7 @@ from helpers.clustering import (
     feasible_radius_bracket,
     kmeans_cost,
     max_half_diameter,
+    monotone_bound,
     paper_sdp,
     radius_kmeans,
     radius_sdp_bound,
@@ -306,6 +307,31 @@ def test_certified_bound_stays_valid_when_the_solver_stops_early():
         opt = radius_kmeans(X, 3, r, method="exact").cost
         rough = radius_sdp_bound(X, 3, r, eps=1e-2, max_iters=30)
         assert rough.lower_bound is not None and rough.lower_bound <= opt + 1e-9
+
+
+def test_monotone_bound_is_a_valid_non_increasing_bound():
+    """max over r' >= r of the certified bounds stays below the exact optimum at r (the
+    optimum is non-increasing in r), is non-increasing, and never lowers a bound."""
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        X = rng.normal(size=(10, 2))
+        lo, hi = feasible_radius_bracket(X, 3)
+        radii = np.linspace(lo, 1.3 * hi, 6)[::-1]  # any order
+        bounds = [radius_sdp_bound(X, 3, r, eps=1e-2, max_iters=200).lower_bound for r in radii]
+        tight = monotone_bound(radii, bounds)
+        order = np.argsort(radii)
+        assert np.all(np.diff(tight[order][~np.isnan(tight[order])]) <= 1e-12)
+        for r, b, t in zip(radii, bounds, tight):
+            if b is not None:
+                assert t >= b
+            try:
+                opt = radius_kmeans(X, 3, r, method="exact").cost
+            except InfeasibleRadiusError:
+                continue
+            assert np.isnan(t) or t <= opt + 1e-9
+    assert np.isnan(monotone_bound([0.1, 0.2], [None, float("nan")])).all()
+    with pytest.raises(ValueError):
+        monotone_bound([0.1, 0.2], [1.0])
 
 
 def test_greedy_falls_back_to_the_colouring_milp_and_says_so():
