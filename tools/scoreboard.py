@@ -102,7 +102,7 @@ def evidence(record: dict | None, page: str | None) -> str:
         parts.append(f"effect {_num(record['effect'])}")
     if record.get("interval"):
         lo, hi = record["interval"]
-        parts.append(f"95 % interval [{_num(lo)}, {_num(hi)}]")
+        parts.append(f"interval [{_num(lo)}, {_num(hi)}]")  # 95 % unless the test names another level
     if record.get("n"):
         parts.append(f"n = {record['n']}")
     if record.get("test"):
