@@ -521,8 +521,8 @@ class NeuroViewClassifier(nn.Module):
 
         Raises
         ------
-        ParameterError
-            If the labels are not integers in range, a class is missing, or ``C`` is not
+        ValueError
+            (a ``ParameterError``, also a TypeError) If the labels are not integers in range, a class is missing, or ``C`` is not
             positive.
         """
         from sklearn.linear_model import LogisticRegression
@@ -582,7 +582,7 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int = 4
         over the epochs; None keeps ``model.tau``.
     seed
         Seed of the mini-batch order (drawn on the CPU); None: the next draw of numpy's
-        global generator (:func:`helpers._checks.resolve_seed`). Weights are initialised by
+        global generator (``helpers._checks.resolve_seed``). Weights are initialised by
         whoever built the model.
     threads
         torch intra-op threads while training on the CPU (restored afterwards); tiny models

@@ -48,8 +48,8 @@ def images_of(X, name: str = "X", image_shape=None) -> torch.Tensor:
 
     Raises
     ------
-    ParameterError
-        If ``X`` is not a batch of images (wrong number of dimensions, a non-square feature
+    ValueError
+        (a ``ParameterError``, also a TypeError) If ``X`` is not a batch of images (wrong number of dimensions, a non-square feature
         count without ``image_shape``, images smaller than 2 x 2), or holds NaN or infinity.
 
     Examples
@@ -220,8 +220,8 @@ def invariant_distance(X, C, *, family: str = "affine", lam: float = 1.0, steps:
 
     Raises
     ------
-    ParameterError
-        On malformed images, an unknown family, or bad sizes.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On malformed images, an unknown family, or bad sizes.
 
     Examples
     --------

@@ -505,8 +505,8 @@ def qhull_build_times(kind: str, n_points: int, dims: Sequence[int], *, cap: flo
 
     Raises
     ------
-    ParameterError
-        If ``kind`` is not one of :data:`QHULL_KINDS`, or a count, dimension, seed or cap is
+    ValueError
+        (a ``ParameterError``, also a TypeError) If ``kind`` is not one of ``QHULL_KINDS``, or a count, dimension, seed or cap is
         not valid.
 
     Examples

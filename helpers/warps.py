@@ -145,8 +145,8 @@ def tps_basis(control_points, query_points) -> torch.Tensor:
 
     Raises
     ------
-    ParameterError
-        On malformed shapes, or control points that are collinear or repeated.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On malformed shapes, or control points that are collinear or repeated.
 
     Examples
     --------
@@ -350,8 +350,8 @@ def warp(images, theta, *, family: str = "affine", grid: int | None = None, basi
 
     Raises
     ------
-    ParameterError
-        On malformed images or parameters, an unknown family, or mismatched batch sizes.
+    ValueError
+        (a ``ParameterError``, also a TypeError) On malformed images or parameters, an unknown family, or mismatched batch sizes.
 
     Examples
     --------

@@ -103,7 +103,7 @@ def render(exercises: list[Exercise]) -> str:
     for e in exercises:
         if e.chapter != chapter:
             chapter = e.chapter
-            out += ["", f"### {{doc}}`{chapter}/index`", "",
+            out += ["", f"## {{doc}}`{chapter}/index`", "",
                     "| exercise | page | kind | difficulty | minutes |", "|---|---|---|---|---|"]
         out.append(f"| {{ref}}`{e.label}` | {{doc}}`{e.page}` | {e.kind} | {'★' * e.difficulty} | {e.minutes} |")
     return "\n".join(out) + "\n"
