@@ -305,8 +305,8 @@ def unit_codes(model: nn.Module, x: torch.Tensor, *, mode: str = "hard", pool: s
     UnsupportedLayerError
         If the model has no ReLU/leaky-ReLU unit, has another nonlinearity (the message names
         the layer), uses max-pooling (one-hot codes are not read here), or cannot be traced.
-    ParameterError
-        If ``mode``, ``pool`` or ``tau`` is invalid, or ``x`` is not a floating batch on the
+    ValueError
+        (a ``ParameterError``, also a TypeError) If ``mode``, ``pool`` or ``tau`` is invalid, or ``x`` is not a floating batch on the
         model's device and dtype.
 
     Examples
