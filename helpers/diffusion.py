@@ -41,35 +41,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers._checks import ParameterError, check_int, check_option, check_real, resolve_seed
+from helpers.generative import _cpu_threads
 
 __all__ = ["NoiseSchedule", "timestep_embedding", "CondUNet", "train_denoiser", "ddpm_sample",
            "ddim_sample", "gaussian_eps", "respaced_timesteps", "cache_key", "load_cached",
            "save_cached"]
 
 KINDS = ("linear", "cosine")
-
-
-class _cpu_threads:
-    """Run a block with ``n`` torch threads on the CPU (None: unchanged), then restore them.
-
-    Small convolutions gain nothing from a second thread and lose a lot when the machine is
-    shared (threads spin while they wait), so training and sampling default to one.
-    """
-
-    def __init__(self, n: int | None, device=None):
-        self.n = check_int(n, "threads", low=1, none_ok=True)
-        if device is not None and torch.device(device).type != "cpu":
-            self.n = None
-        self.saved = torch.get_num_threads()
-
-    def __enter__(self):
-        if self.n is not None:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        if self.n is not None:
-            torch.set_num_threads(self.saved)
-        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -650,6 +628,18 @@ def _x0_from_eps(x, eps, a, clip):
     return x0
 
 
+def _reverse_steps(taus, abar: torch.Tensor, batch: int):
+    """The kept steps from the last down: (t as a batch, ᾱ_t, ᾱ of the step before, last?).
+
+    The step before the first kept one has ᾱ = 1 (no noise), which both samplers use.
+    """
+    one = torch.ones((), dtype=abar.dtype, device=abar.device)
+    for i in range(len(taus) - 1, -1, -1):
+        t = int(taus[i])
+        tt = torch.full((batch,), t, dtype=torch.long, device=abar.device)
+        yield tt, abar[t], abar[int(taus[i - 1])] if i > 0 else one, i == 0
+
+
 @_one_thread
 @torch.no_grad()
 def ddim_sample(eps_model: Callable, schedule: NoiseSchedule, shape: Sequence[int], *,
@@ -721,18 +711,13 @@ def ddim_sample(eps_model: Callable, schedule: NoiseSchedule, shape: Sequence[in
         x = x_T.to(device, dtype)
     else:
         x = _randn(shape, generator, device, dtype)
-    for i in range(len(taus) - 1, -1, -1):
-        t = int(taus[i])
-        tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
-        a = abar[t]
-        a_prev = abar[int(taus[i - 1])] if i > 0 else torch.ones((), dtype=dtype, device=device)
+    for tt, a, a_prev, last in _reverse_steps(taus, abar, shape[0]):
         eps = eps_model(x, tt, cond).to(dtype)
         x0 = _x0_from_eps(x, eps, a, clip)
         if clip is not None:
             eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
-        if i == 0:
-            x = x0
-            break
+        if last:
+            return x0
         sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp_min(0).sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
         if eta > 0:
@@ -777,16 +762,11 @@ def ddpm_sample(eps_model: Callable, schedule: NoiseSchedule, shape: Sequence[in
     variance = check_option(variance, "variance", ("small", "large"))
     abar = schedule.alphas_cumprod.to(device, dtype)
     x = _randn(shape, generator, device, dtype)
-    for i in range(len(taus) - 1, -1, -1):
-        t = int(taus[i])
-        tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
-        a = abar[t]
-        a_prev = abar[int(taus[i - 1])] if i > 0 else torch.ones((), dtype=dtype, device=device)
+    for tt, a, a_prev, last in _reverse_steps(taus, abar, shape[0]):
         eps = eps_model(x, tt, cond).to(dtype)
         x0 = _x0_from_eps(x, eps, a, clip)
-        if i == 0:
-            x = x0
-            break
+        if last:
+            return x0
         beta = 1 - a / a_prev
         mean = (a_prev.sqrt() * beta / (1 - a)) * x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a)) * x
         var = beta * (1 - a_prev) / (1 - a) if variance == "small" else beta

@@ -202,10 +202,16 @@ def _init(module: nn.Module, seed: int) -> nn.Module:
 
 
 class _cpu_threads:
-    """Run a block with ``n`` torch intra-op threads on the CPU, restoring the setting afterwards."""
+    """Run a block with ``n`` torch threads on the CPU (None: unchanged), then restore them.
 
-    def __init__(self, n: int | None, device: torch.device):
-        self.n = n if device.type == "cpu" else None
+    Small convolutions gain nothing from a second thread and lose a lot when the machine is
+    shared (threads spin while they wait), so training and sampling default to one.
+    """
+
+    def __init__(self, n: int | None, device=None):
+        self.n = check_int(n, "threads", low=1, none_ok=True)
+        if device is not None and torch.device(device).type != "cpu":
+            self.n = None
         self.saved = torch.get_num_threads()
 
     def __enter__(self):

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers._checks import ParameterError, check_int, check_option, check_real
-from helpers.jvp import UnsupportedLayerError, _is_inplace, _model_tensors, _trace, _where
+from helpers.jvp import UnsupportedLayerError, _check_inputs, _is_inplace, _model_tensors, _trace, _where
 
 __all__ = ["unit_codes", "unit_layout", "UnitLayer", "NeuroViewClassifier", "train", "UnsupportedLayerError",
            "MODES", "POOLS"]
@@ -237,19 +237,9 @@ class _Reader(fx.Interpreter):
 def _check_model_input(model, x, tensors):
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor):
-        raise ParameterError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ParameterError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    _check_inputs(model, x, tensors)  # a floating tensor on the model's device and dtype
     if x.dim() < 2:
         raise ParameterError(f"x must be a batch (B, ...) with at least 2 dimensions, got shape {tuple(x.shape)}")
-    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-        if p.is_floating_point() and p.dtype != x.dtype:
-            raise ParameterError(f"x is {x.dtype} but the model's '{name}' is {p.dtype}: "
-                                 f"call model.to({x.dtype}) or pass x.to({p.dtype})")
-        if p.device != x.device:
-            raise ParameterError(f"x is on {x.device} but the model's '{name}' is on {p.device}: "
-                                 f"move one of them, e.g. x.to('{p.device}')")
 
 
 def _check_mode(mode, pool, tau):
