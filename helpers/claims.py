@@ -57,8 +57,9 @@ class Claim:
 
     ``kind`` is ``"check"`` (a statement of the prose), ``"verdict"`` (a paper's claim) or
     ``"direction"`` (a direction word). ``holds`` is None for verdicts and directions.
-    ``interval`` is a (low, high) confidence interval of ``effect``; ``n`` the number of
-    seeds, trials or samples behind it; ``test`` names how the interval or decision was made.
+    ``interval`` is a (low, high) confidence interval of ``effect`` at confidence ``level``
+    (0.95 unless the caller says otherwise); ``n`` the number of seeds, trials or samples
+    behind it; ``test`` names how the interval or decision was made.
     """
 
     key: str
@@ -68,6 +69,7 @@ class Claim:
     holds: bool | None = None
     effect: float | None = None
     interval: tuple[float, float] | None = None
+    level: float | None = None
     n: int | None = None
     test: str | None = None
     paper: str | None = None
@@ -100,8 +102,17 @@ def _record(claim: Claim) -> Claim:
     return claim
 
 
+def _level(level, interval) -> float | None:
+    if interval is None:
+        return None
+    level = 0.95 if level is None else float(plain(level))
+    if not 0 < level < 1:
+        raise ValueError(f"an interval's confidence level is in (0, 1), got {level!r}")
+    return level
+
+
 def _make(key, kind, statement, verdict_text, holds=None, effect=None, interval=None, n=None,
-          test=None, paper=None) -> Claim:
+          test=None, paper=None, level=None) -> Claim:
     if not isinstance(key, str) or not key.isidentifier():
         raise ValueError(f"a claim key is a glue key (letters, digits, underscores), got {key!r}")
     if not isinstance(statement, str) or not statement.strip():
@@ -111,7 +122,7 @@ def _make(key, kind, statement, verdict_text, holds=None, effect=None, interval=
     env = runtime.current()
     return Claim(key=key, kind=kind, statement=statement.strip(), verdict=verdict_text,
                  holds=holds, effect=None if effect is None else float(plain(effect)),
-                 interval=_interval(interval), n=None if n is None else int(n), test=test,
+                 interval=_interval(interval), level=_level(level, interval), n=None if n is None else int(n), test=test,
                  paper=paper, seed=env.seed if env else None, mode=env.mode if env else None,
                  device=str(env.device) if env else None, where=Path.cwd().name)
 
@@ -121,7 +132,8 @@ def _evidence(claim: Claim) -> str:
     if claim.effect is not None:
         parts.append(f"effect {claim.effect:+.3g}")
     if claim.interval is not None:
-        parts.append(f"95% interval [{claim.interval[0]:+.3g}, {claim.interval[1]:+.3g}]")
+        parts.append(f"{100 * (claim.level or 0.95):.3g}% interval"
+                     f" [{claim.interval[0]:+.3g}, {claim.interval[1]:+.3g}]")
     if claim.n is not None:
         parts.append(f"n = {claim.n}")
     if claim.test:
@@ -170,7 +182,7 @@ def _show(claim: Claim, failed: bool) -> None:
 
 
 def check(key: str, holds: bool, statement: str, *, effect=None, interval=None, n=None,
-          test: str | None = None) -> Claim:
+          test: str | None = None, level: float | None = None) -> Claim:
     """Check a statement that the page's prose makes in fixed words, on this run.
 
     Glues ``key`` as ``"holds"`` or ``"does not hold in this run"``, shows the outcome,
@@ -187,6 +199,8 @@ def check(key: str, holds: bool, statement: str, *, effect=None, interval=None, 
     effect, interval, n, test
         The evidence: the measured effect, its (low, high) interval, how many seeds/trials,
         and the test or rule used.
+    level
+        The interval's confidence level; 0.95 when not given.
 
     Examples
     --------
@@ -197,7 +211,7 @@ def check(key: str, holds: bool, statement: str, *, effect=None, interval=None, 
     """
     holds = bool(plain(holds))
     claim = _make(key, "check", statement, "holds" if holds else "does not hold in this run",
-                  holds, effect, interval, n, test)
+                  holds, effect, interval, n, test, level=level)
     glue(key, claim.verdict)
     _record(claim)
     _show(claim, failed=not holds)
@@ -218,7 +232,8 @@ def _check_verdict(text: str) -> str:
 
 
 def verdict(key: str, claim: str, verdict: str, *, effect=None, interval=None, n=None,
-            test: str | None = None, paper: str | None = None) -> Claim:
+            test: str | None = None, paper: str | None = None,
+            level: float | None = None) -> Claim:
     """Record a paper's claim with this run's verdict, glue the verdict under ``key``, and show it.
 
     Never raises for a negative verdict: the page glues the verdict, so what it prints
@@ -235,6 +250,8 @@ def verdict(key: str, claim: str, verdict: str, *, effect=None, interval=None, n
         from an interval.
     effect, interval, n, test
         The evidence behind the verdict.
+    level
+        The interval's confidence level; 0.95 when not given.
     paper
         The paper's number, in words (``"+4.1 % precision"``).
 
@@ -243,7 +260,8 @@ def verdict(key: str, claim: str, verdict: str, *, effect=None, interval=None, n
     ValueError
         If ``verdict`` is not in the book's vocabulary.
     """
-    claim_ = _make(key, "verdict", claim, _check_verdict(verdict), None, effect, interval, n, test, paper)
+    claim_ = _make(key, "verdict", claim, _check_verdict(verdict), None, effect, interval, n,
+                   test, paper, level)
     glue(key, claim_.verdict)
     _record(claim_)
     _show(claim_, failed=False)
@@ -252,7 +270,7 @@ def verdict(key: str, claim: str, verdict: str, *, effect=None, interval=None, n
 
 def direction(key: str, effect, interval=None, *, up: str, down: str,
               flat: str = "does not change beyond the noise", statement: str | None = None,
-              n=None, test: str | None = None) -> str:
+              n=None, test: str | None = None, level: float | None = None) -> str:
     """Glue under ``key`` the word the prose needs for this run's effect, and return it.
 
     ``up`` when the effect (or its whole interval) is above 0, ``down`` when below; with an
@@ -268,7 +286,8 @@ def direction(key: str, effect, interval=None, *, up: str, down: str,
     iv = _interval(interval)
     lo, hi = iv if iv is not None else (effect, effect)
     word = up if lo > 0 else down if hi < 0 else flat
-    claim = _make(key, "direction", statement or "effect", word, None, effect, iv, n, test)
+    claim = _make(key, "direction", statement or "effect", word, None, effect, iv, n, test,
+                  level=level)
     glue(key, word)
     _record(claim)
     _show(claim, failed=False)

@@ -226,7 +226,7 @@ def test_first_mention_of_a_helper_links_to_its_api_entry(page):
 # its folder here.
 CHAPTER_PREFIX = {"fast_jvp": "jvp", "magnet": "magnet", "polarity": "pol", "extrapolation": "xp",
                   "radius_kmeans": "rk", "neuroview": "nv", "augmentation_moments": "aug",
-                  "st_kmeans": "stk", "rcdm": "rcdm"}
+                  "st_kmeans": "stk", "rcdm": "rcdm", "neuroview_rnn": "nvr"}
 CHAPTERS = sorted({p.parent.name for p in NOTEBOOKS})
 
 
@@ -316,7 +316,7 @@ def test_scoreboard_renders_from_records(tmp_path):
     (tmp_path / f"{key}.json").write_text(json.dumps(record))
     text, _ = scoreboard.render(scoreboard.load_records(tmp_path))
     line = next(line for line in text.splitlines() if rows[0]["claim"].strip() in line)
-    assert "| reproduced |" in line and "interval [+0.1, +0.9]" in line and "n = 8" in line
+    assert "| reproduced |" in line and "95 % interval [+0.1, +0.9]" in line and "n = 8" in line
     assert f"#claim-{key}" in line
 
 

@@ -65,7 +65,23 @@ def test_bad_keys_and_statements_are_refused(environ, key, statement, match):
         claims.check(key, True, statement)
 
 
+def test_an_interval_shows_and_records_its_level(environ, tmp_path, capsys):
+    level = 1 - 0.05 / 6  # a Bonferroni-widened interval
+    claims.verdict("t_lvl", "a claim", "reproduced", effect=0.3, interval=(0.1, 0.5), n=8,
+                   level=level)
+    assert "99.2% interval [+0.1, +0.5]" in capsys.readouterr().out
+    assert json.loads((tmp_path / "t_lvl.json").read_text())["level"] == pytest.approx(level)
+    claims.check("t_lvl95", True, "s", interval=(0.1, 0.5))
+    assert "95% interval" in capsys.readouterr().out
+    assert json.loads((tmp_path / "t_lvl95.json").read_text())["level"] == 0.95
+    assert json.loads((tmp_path / "t_lvl.json").read_text())["interval"] == [0.1, 0.5]
+    claims.check("t_nolvl", True, "s", effect=0.2)  # no interval, no level
+    assert json.loads((tmp_path / "t_nolvl.json").read_text())["level"] is None
+
+
 def test_bad_evidence_is_refused(environ):
+    with pytest.raises(ValueError, match="confidence level"):
+        claims.check("t_lv", True, "s", interval=(0.0, 1.0), level=95)
     with pytest.raises(ValueError, match="low <= high"):
         claims.check("t_iv", True, "s", interval=(1.0, 0.0))
     with pytest.raises(ValueError, match="positive count"):

@@ -102,7 +102,8 @@ def evidence(record: dict | None, page: str | None) -> str:
         parts.append(f"effect {_num(record['effect'])}")
     if record.get("interval"):
         lo, hi = record["interval"]
-        parts.append(f"interval [{_num(lo)}, {_num(hi)}]")  # 95 % unless the test names another level
+        level = record.get("level") or 0.95
+        parts.append(f"{100 * level:.3g} % interval [{_num(lo)}, {_num(hi)}]")
     if record.get("n"):
         parts.append(f"n = {record['n']}")
     if record.get("test"):
