@@ -25,6 +25,15 @@ tanh, GELU, softmax, ...), raises :class:`~helpers.jvp.UnsupportedLayerError` na
 Max-pooling also raises: its code is a one-hot argmax per window, not one bit per unit, and
 this module reads bits only (use a strided convolution or average pooling).
 
+NeuroView-RNN (Barberan, Alemohammad, Liu, Balestriero and Baraniuk, FAccT 2022,
+arXiv:2202.11811) does the same for a recurrent network's hidden states over time:
+:class:`NeuroViewRNN` concatenates ``h_1..h_T`` into one linear head, so each logit is an exact
+sum over time steps (:meth:`NeuroViewRNN.contributions`); :class:`RNNBaseline` gives the
+last-state and mean-pool heads it is compared with, :func:`train_rnn` the shared training
+recipe, :func:`load_time_series`, :func:`make_mnist1d` and :func:`planted_events` offline data,
+and :func:`step_curves` with :func:`captum_step_scores` the deletion/insertion test of
+input-time rankings.
+
 Conventions: the code is strict, ``z > 0`` gives 1 and ``z = 0`` gives 0. A switched-off unit
 has code 0 and output 0 (for a leaky ReLU too, whose off piece is otherwise ``a z``).
 """
@@ -46,7 +55,11 @@ from helpers._checks import ParameterError, check_int, check_option, check_real
 from helpers.jvp import UnsupportedLayerError, _check_inputs, _is_inplace, _model_tensors, _trace, _where
 
 __all__ = ["unit_codes", "unit_layout", "UnitLayer", "NeuroViewClassifier", "train", "UnsupportedLayerError",
-           "MODES", "POOLS"]
+           "MODES", "POOLS",
+           # NeuroView-RNN
+           "NeuroViewRNN", "RNNBaseline", "train_rnn", "SeriesData", "load_time_series", "make_mnist1d",
+           "planted_events", "StepCurves", "step_curves", "captum_step_scores", "CELLS", "READOUTS", "NORMS",
+           "AEON_SETS"]
 
 #: The code modes of :func:`unit_codes`.
 MODES = ("hard", "soft", "ste", "act")
@@ -594,38 +607,678 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int = 4
     >>> bool((clf(X).argmax(1) == y).float().mean() > 0.9)
     True
     """
-    from helpers._checks import resolve_seed
+    if anneal is not None:
+        t0, t1 = (check_real(t, "anneal", low=0, low_open=True) for t in anneal)
+    _check_training(model, X, y)
+    if isinstance(getattr(model, "head", None), nn.LazyLinear):
+        with torch.no_grad():
+            model(X[:1])
 
+    def before_epoch(epoch):
+        if anneal is not None and isinstance(model, NeuroViewClassifier):
+            model.tau = t0 * (t1 / t0) ** (epoch / max(epochs - 1, 1))
+
+    return _fit(model, lambda idx: model(X[idx]), y, epochs=epochs, lr=lr,
+                batch_size=batch_size, weight_decay=weight_decay, seed=seed, threads=threads,
+                before_epoch=before_epoch)
+
+
+def _check_training(model, X, y) -> None:
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor) or len(X) != len(y) or y.dim() != 1:
+        raise ParameterError("X and y must be torch tensors with one label per row of X")
+
+
+def _fit(model, logits_of, y, *, epochs, lr, batch_size, weight_decay, seed, threads, clip=None,
+         before_epoch=None) -> nn.Module:
+    """The one training loop of :func:`train` and :func:`train_rnn`: Adam on cross-entropy over
+    shuffled mini-batches (``logits_of(idx)`` gives a batch's logits), optional gradient-norm
+    clipping, on ``threads`` CPU threads."""
+    from helpers._checks import resolve_seed
+
     epochs = check_int(epochs, "epochs", low=1)
     batch_size = check_int(batch_size, "batch_size", low=1)
     lr = check_real(lr, "lr", low=0, low_open=True)
     weight_decay = check_real(weight_decay, "weight_decay", low=0)
+    clip = check_real(clip, "clip", low=0, low_open=True, none_ok=True)
     check_int(threads, "threads", low=1, none_ok=True)
-    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor) or len(X) != len(y) or y.dim() != 1:
-        raise ParameterError("X and y must be torch tensors with one label per row of X")
-    if anneal is not None:
-        t0, t1 = (check_real(t, "anneal", low=0, low_open=True) for t in anneal)
     gen = torch.Generator().manual_seed(resolve_seed(seed))
-    if isinstance(getattr(model, "head", None), nn.LazyLinear):
-        with torch.no_grad():
-            model(X[:1])
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     saved = torch.get_num_threads()
-    if threads is not None and X.device.type == "cpu":
+    if threads is not None and y.device.type == "cpu":
         torch.set_num_threads(threads)
     try:
         model.train()
         for epoch in range(epochs):
-            if anneal is not None and isinstance(model, NeuroViewClassifier):
-                model.tau = t0 * (t1 / t0) ** (epoch / max(epochs - 1, 1))
-            order = torch.randperm(len(X), generator=gen).to(X.device)
-            for i in range(0, len(X), batch_size):
+            if before_epoch is not None:
+                before_epoch(epoch)
+            order = torch.randperm(len(y), generator=gen).to(y.device)
+            for i in range(0, len(y), batch_size):
                 idx = order[i:i + batch_size]
                 opt.zero_grad()
-                F.cross_entropy(model(X[idx]), y[idx]).backward()
+                F.cross_entropy(logits_of(idx), y[idx]).backward()
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
     finally:
         torch.set_num_threads(saved)
     return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# NeuroView-RNN: every hidden state of a recurrent network feeds one global linear classifier
+# --------------------------------------------------------------------------------------------
+
+#: The recurrent cells of :class:`NeuroViewRNN` and :class:`RNNBaseline`.
+CELLS = ("rnn", "gru", "lstm")
+#: The read-outs of :class:`RNNBaseline`.
+READOUTS = ("last", "mean")
+#: The norms of :meth:`NeuroViewRNN.time_importance`.
+NORMS = ("l2", "l1")
+#: The data sets of :func:`load_time_series` (aeon's bundled copies; nothing is downloaded).
+AEON_SETS = ("gunpoint", "japanese_vowels", "basic_motions")
+
+
+def _make_cell(cell, input_size, hidden_size, num_layers):
+    check_option(cell, "cell", CELLS)
+    input_size = check_int(input_size, "input_size", low=1)
+    hidden_size = check_int(hidden_size, "hidden_size", low=1)
+    num_layers = check_int(num_layers, "num_layers", low=1)
+    kind = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
+    return kind(input_size, hidden_size, num_layers=num_layers, batch_first=True)
+
+
+def _check_sequences(x, lengths, seq_len, input_size, device):
+    """Validate a padded batch ``(B, T, input_size)`` and its lengths; return int64 lengths."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 3:
+        raise ParameterError("x must be a floating torch tensor of shape (B, T, input_size), got "
+                             f"{type(x).__name__} {tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
+    B, T, d = x.shape
+    if d != input_size:
+        raise ParameterError(f"x has {d} channels (last axis), the model was built for input_size={input_size}")
+    if seq_len is not None and T > seq_len:
+        raise ParameterError(f"x has T = {T} time steps, more than the model's seq_len = {seq_len}: "
+                             "the head has no block for them; crop, resample, or build a longer model")
+    if T < 1:
+        raise ParameterError("x must hold at least one time step")
+    if x.device != device:
+        raise ParameterError(f"x is on {x.device}, the model on {device}")
+    if lengths is None:
+        return torch.full((B,), T, dtype=torch.long, device=x.device)
+    if not isinstance(lengths, torch.Tensor):
+        lengths = torch.as_tensor(np.asarray(lengths))
+    if lengths.dim() != 1 or len(lengths) != B or lengths.is_floating_point() or lengths.dtype == torch.bool:
+        raise ParameterError(f"lengths must be B = {B} integers, got {tuple(lengths.shape)} of {lengths.dtype}")
+    lengths = lengths.to(device=x.device, dtype=torch.long)
+    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        raise ParameterError(f"lengths must lie in [1, T] = [1, {T}], got min {int(lengths.min())} "
+                             f"and max {int(lengths.max())}")
+    return lengths
+
+
+class NeuroViewRNN(nn.Module):
+    """NeuroView-RNN: the hidden states of all time steps feed one global linear classifier.
+
+    A recurrent cell maps ``x_1..x_T`` to hidden states ``h_1..h_T`` (the top layer's; for an
+    LSTM ``h_t``, not the cell state). The states are concatenated, ``z = [h_1; ...; h_T]``,
+    and ``.head``, an ``nn.Linear(seq_len * hidden_size, n_classes)`` with weight
+    ``W = [W_1 ... W_T]`` (one block ``W_t`` of shape ``(n_classes, hidden_size)`` per step),
+    gives ``logits = W z + b = b + sum_t W_t h_t``. Each logit is the exact sum over time of
+    the contributions ``a[c, t] = <W_{c,t}, h_t>`` (:meth:`contributions`).
+
+    Variable lengths: sequences are padded at the end; steps at or after a sequence's length
+    are masked to 0, so they contribute exactly 0, and (the cell being causal) the states
+    before the length do not see the padding. The head is initialised to zero, so the blocks
+    of steps that no training sequence reaches get zero gradient and stay exactly 0.
+
+    Parameters
+    ----------
+    cell
+        ``"rnn"`` (tanh), ``"gru"`` or ``"lstm"``.
+    input_size, hidden_size
+        Channels of the input and size of the hidden state.
+    seq_len
+        The longest sequence the head has blocks for (``T_max``).
+    n_classes
+        Number of classes, >= 2.
+    num_layers
+        Stacked layers of the cell; the head reads the top layer.
+
+    Examples
+    --------
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> m = NeuroViewRNN("gru", 2, 4, seq_len=6, n_classes=3).double()
+    >>> with torch.no_grad():
+    ...     _ = m.head.weight.normal_()
+    >>> x = torch.randn(5, 6, 2, dtype=torch.float64)
+    >>> a = m.contributions(x, lengths=torch.tensor([6, 6, 3, 1, 4]))
+    >>> a.shape, bool(torch.allclose(a.sum(-1) + m.head.bias, m(x, torch.tensor([6, 6, 3, 1, 4]))))
+    (torch.Size([5, 3, 6]), True)
+    >>> float(a[3, :, 1:].abs().max().detach())     # steps after a length contribute 0
+    0.0
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, seq_len: int, n_classes: int, *,
+                 num_layers: int = 1):
+        super().__init__()
+        self.rnn = _make_cell(cell, input_size, hidden_size, num_layers)
+        self.cell, self.input_size, self.hidden_size = cell, int(input_size), int(hidden_size)
+        self.seq_len = check_int(seq_len, "seq_len", low=1)
+        self.n_classes = check_int(n_classes, "n_classes", low=2)
+        self.head = nn.Linear(self.seq_len * self.hidden_size, self.n_classes)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def _device(self):
+        return self.head.weight.device
+
+    def states(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The masked hidden states, shape ``(B, seq_len, hidden_size)``: ``h_t`` for ``t <
+        length``, exactly 0 at or after a sequence's length and beyond ``x``'s ``T``."""
+        lengths = _check_sequences(x, lengths, self.seq_len, self.input_size, self._device())
+        h, _ = self.rnn(x)                                              # (B, T, H)
+        T = x.shape[1]
+        valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]
+        h = h * valid[..., None].to(h.dtype)
+        if T < self.seq_len:
+            h = F.pad(h, (0, 0, 0, self.seq_len - T))
+        return h
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits ``b + sum_t W_t h_t``, shape ``(B, n_classes)``; ``x`` is ``(B, T,
+        input_size)`` with ``T <= seq_len``, ``lengths`` (optional) in ``[1, T]``."""
+        return self.head(self.states(x, lengths).flatten(1))
+
+    def blocks(self) -> torch.Tensor:
+        """The head's weight as blocks, ``W[c, t, :] = W_{c,t}``, shape ``(n_classes, seq_len,
+        hidden_size)`` (a view)."""
+        return self.head.weight.view(self.n_classes, self.seq_len, self.hidden_size)
+
+    def time_importance(self, norm: str = "l2") -> torch.Tensor:
+        """The input-independent importance of each time step for each class, ``||W_{c,t}||``,
+        shape ``(n_classes, seq_len)``; ``norm`` is ``"l2"`` or ``"l1"`` over the hidden units."""
+        check_option(norm, "norm", NORMS)
+        return self.blocks().detach().norm(p=2 if norm == "l2" else 1, dim=-1)
+
+    def contributions(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Each time step's term of each logit, ``a[b, c, t] = <W_{c,t}, h_t(x_b)>``, shape
+        ``(B, n_classes, seq_len)``; ``a.sum(-1) + head.bias`` equals :meth:`forward`."""
+        h = self.states(x, lengths)
+        return torch.einsum("bth,cth->bct", h, self.blocks())
+
+
+class RNNBaseline(nn.Module):
+    """The standard heads NeuroView-RNN is compared with: a linear layer on the last valid
+    hidden state (``readout="last"``) or on the mean of the valid states (``"mean"``).
+
+    Parameters are those of :class:`NeuroViewRNN` (no ``seq_len``: the head does not depend
+    on the length), plus ``readout``. ``forward(x, lengths=None)`` gives ``(B, n_classes)``.
+
+    Examples
+    --------
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> m = RNNBaseline("lstm", 3, 8, 4, readout="last")
+    >>> x = torch.randn(2, 7, 3)
+    >>> torch.allclose(m(x, torch.tensor([7, 4])), m(x[:, :4], torch.tensor([7, 4]).clamp(max=4)))
+    False
+    >>> torch.allclose(m(x, torch.tensor([4, 4])), m(x[:, :4]), atol=1e-6)
+    True
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, n_classes: int, *,
+                 readout: str = "last", num_layers: int = 1):
+        super().__init__()
+        self.rnn = _make_cell(cell, input_size, hidden_size, num_layers)
+        self.readout = check_option(readout, "readout", READOUTS)
+        self.cell, self.input_size, self.hidden_size = cell, int(input_size), int(hidden_size)
+        self.n_classes = check_int(n_classes, "n_classes", low=2)
+        self.head = nn.Linear(self.hidden_size, self.n_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        lengths = _check_sequences(x, lengths, None, self.input_size, self.head.weight.device)
+        h, _ = self.rnn(x)
+        if self.readout == "last":
+            feat = h[torch.arange(len(x), device=x.device), lengths - 1]
+        else:
+            valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(h.dtype)
+            feat = (h * valid[..., None]).sum(1) / lengths[:, None].to(h.dtype)
+        return self.head(feat)
+
+
+def train_rnn(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor | None = None, *,
+              epochs: int = 60, lr: float = 3e-3, batch_size: int = 64, weight_decay: float = 1e-4,
+              clip: float | None = 5.0, seed: int | None = None, threads: int | None = 1) -> nn.Module:
+    """Train a sequence classifier ``model(x, lengths) -> logits`` with Adam and cross-entropy.
+
+    The one recipe of the chapter, shared by every head: Adam (``lr``, ``weight_decay``),
+    gradient-norm clipping at ``clip`` (None: none), shuffled mini-batches.
+
+    Parameters
+    ----------
+    model
+        :class:`NeuroViewRNN`, :class:`RNNBaseline` or any module called as ``model(x, lengths)``.
+    X, y, lengths
+        Padded inputs ``(N, T, d)``, integer labels ``(N,)``, lengths ``(N,)`` or None (all
+        ``T``), on the model's device.
+    epochs, lr, batch_size, weight_decay, clip
+        The optimiser's settings.
+    seed
+        Seed of the mini-batch order (drawn on the CPU); None: the next draw of numpy's global
+        generator. The weights are initialised by whoever built the model.
+    threads
+        torch intra-op threads while training on the CPU (restored afterwards).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``, trained in place, in eval mode.
+
+    Examples
+    --------
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> X = torch.randn(64, 5, 1)
+    >>> y = (X[:, 2, 0] > 0).long()
+    >>> m = train_rnn(NeuroViewRNN("gru", 1, 8, 5, 2), X, y, epochs=40, lr=1e-2, seed=0)
+    >>> bool((m(X).argmax(1) == y).float().mean() > 0.9)
+    True
+    """
+    _check_training(model, X, y)
+    if lengths is None:
+        lengths = torch.full((len(X),), X.shape[1], dtype=torch.long, device=X.device)
+    return _fit(model, lambda idx: model(X[idx], lengths[idx]), y, epochs=epochs, lr=lr,
+                batch_size=batch_size, weight_decay=weight_decay, seed=seed, threads=threads,
+                clip=clip)
+
+
+# --------------------------------------------------------------------------------------------
+# Time-series data, offline
+# --------------------------------------------------------------------------------------------
+
+
+class SeriesData(NamedTuple):
+    """A time-series classification set, padded at the end with zeros.
+
+    ``X_*`` are float32 ``(N, T, channels)`` (standardised per channel with the training set's
+    mean and standard deviation over valid steps), ``y_*`` int64 labels ``0..C-1``, ``len_*``
+    int64 lengths; ``classes`` names the labels.
+    """
+
+    name: str
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    len_train: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    len_test: torch.Tensor
+    classes: tuple
+
+    @property
+    def seq_len(self) -> int:
+        return max(self.X_train.shape[1], self.X_test.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.X_train.shape[2]
+
+
+def _pad(seqs, T):
+    """A list of (T_i, d) arrays as one zero-padded (N, T, d) array and the lengths."""
+    out = np.zeros((len(seqs), T, seqs[0].shape[1]))
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return out, np.array([len(s) for s in seqs])
+
+
+def _series_data(name, tr, te, classes, standardize=True):
+    (Xtr, ltr, ytr), (Xte, lte, yte) = tr, te
+    if standardize:
+        valid = np.arange(Xtr.shape[1])[None, :] < ltr[:, None]
+        mu, sd = Xtr[valid].mean(0), Xtr[valid].std(0) + 1e-8
+        Xtr = np.where(valid[..., None], (Xtr - mu) / sd, 0.0)
+        vte = np.arange(Xte.shape[1])[None, :] < lte[:, None]
+        Xte = np.where(vte[..., None], (Xte - mu) / sd, 0.0)
+    T = max(Xtr.shape[1], Xte.shape[1])
+    Xtr, Xte = (np.pad(a, ((0, 0), (0, T - a.shape[1]), (0, 0))) for a in (Xtr, Xte))
+    f, i = torch.float32, torch.long
+    return SeriesData(name, torch.as_tensor(Xtr, dtype=f), torch.as_tensor(ytr, dtype=i), torch.as_tensor(ltr, dtype=i),
+                      torch.as_tensor(Xte, dtype=f), torch.as_tensor(yte, dtype=i), torch.as_tensor(lte, dtype=i),
+                      tuple(classes))
+
+
+def load_time_series(name: str, *, downsample: int = 1, standardize: bool = True) -> SeriesData:
+    """One of aeon's bundled classification sets, as padded torch tensors; no download.
+
+    Parameters
+    ----------
+    name
+        ``"gunpoint"`` (1 channel, length 150, 2 classes, 50 train / 150 test),
+        ``"japanese_vowels"`` (12 channels, variable length 7-29, 9 classes, 270 / 370) or
+        ``"basic_motions"`` (6 channels, length 100, 4 classes, 40 / 40).
+    downsample
+        Average non-overlapping windows of this many steps (the lengths are divided and
+        rounded up); 1 keeps the series.
+    standardize
+        Standardise each channel with the training set's statistics over valid steps.
+
+    Returns
+    -------
+    SeriesData
+
+    Examples
+    --------
+    >>> d = load_time_series("gunpoint", downsample=3)
+    >>> tuple(d.X_train.shape), tuple(d.X_test.shape), d.n_classes
+    ((50, 50, 1), (150, 50, 1), 2)
+    """
+    check_option(name, "name", AEON_SETS)
+    k = check_int(downsample, "downsample", low=1)
+    from aeon.datasets import load_basic_motions, load_gunpoint, load_japanese_vowels
+
+    loader = {"gunpoint": load_gunpoint, "japanese_vowels": load_japanese_vowels,
+              "basic_motions": load_basic_motions}[name]
+    parts, labels = [], []
+    for split in ("train", "test"):
+        X, y = loader(split=split)
+        seqs = [np.asarray(s, dtype=float).T for s in X]                   # (T_i, channels)
+        if k > 1:
+            seqs = [np.stack([s[j:j + k].mean(0) for j in range(0, len(s), k)]) for s in seqs]
+        parts.append(seqs)
+        labels.append(np.asarray(y))
+    classes = sorted(set(labels[0].tolist()) | set(labels[1].tolist()))
+    T = max(len(s) for p in parts for s in p)
+    out = []
+    for seqs, y in zip(parts, labels):
+        Xp, lens = _pad(seqs, T)
+        out.append((Xp, lens, np.array([classes.index(v) for v in y])))
+    return _series_data(name, out[0], out[1], classes, standardize)
+
+
+def _mnist1d_templates():
+    # the ten templates of mnist1d (greydanus/mnist1d, mnist1d/data.py, get_templates)
+    d = np.asarray([[5, 6, 6.5, 6.75, 7, 7, 7, 7, 6.75, 6.5, 6, 5],
+                    [5, 3, 3, 3.4, 3.8, 4.2, 4.6, 5, 5.4, 5.8, 5, 5],
+                    [5, 6, 6.5, 6.5, 6, 5.25, 4.75, 4, 3.5, 3.5, 4, 5],
+                    [5, 6, 6.5, 6.5, 6, 5, 5, 6, 6.5, 6.5, 6, 5],
+                    [5, 4.4, 3.8, 3.2, 2.6, 2.6, 5, 5, 5, 5, 5, 5],
+                    [5, 3, 3, 3, 3, 5, 6, 6.5, 6.5, 6, 4.5, 5],
+                    [5, 4, 3.5, 3.25, 3, 3, 3, 3, 3.25, 3.5, 4, 5],
+                    [5, 7, 7, 6.6, 6.2, 5.8, 5.4, 5, 4.6, 4.2, 5, 5],
+                    [5, 4, 3.5, 3.5, 4, 5, 5, 4, 3.5, 3.5, 4, 5],
+                    [5, 4, 3.5, 3.5, 4, 5, 5, 5, 5, 4.7, 4.3, 5]], dtype=float)
+    d -= d.mean(1, keepdims=True)
+    d /= d.std(1, keepdims=True)
+    d -= d[:, :1]
+    return d / 6.0
+
+
+def make_mnist1d(n_train: int = 4000, n_test: int = 1000, *, seed: int | None = None) -> SeriesData:
+    """MNIST-1D generated in process, from the published recipe (no ``mnist1d`` package needed).
+
+    The recipe of Greydanus's ``mnist1d`` (``mnist1d/data.py``, ``get_templates`` and
+    ``make_dataset``; ``mnist1d/transform.py``, ``transform``) with its default arguments:
+    each of ten 12-point templates is padded with 36-60 zeros, stretched to 72 points, scaled
+    by a factor in [0.8, 1.2], rotated by up to 47 steps, given smooth noise (scale 0.25,
+    Gaussian filter of width 2) where it is zero and white noise (scale 0.02) everywhere,
+    sheared (scale 0.75), and resampled to 40 points; the set is standardised by its global
+    mean and standard deviation. The draws come from a numpy Generator seeded with ``seed``,
+    not from the package's global ``np.random.seed(42)``, so the series differ from the
+    package's pickled copy while following the same distribution.
+
+    Parameters
+    ----------
+    n_train, n_test
+        Sizes of the two splits (classes balanced up to rounding, order shuffled).
+    seed
+        Seed of the generator; None: the next draw of numpy's global generator.
+
+    Returns
+    -------
+    SeriesData
+        One channel, length 40, 10 classes, all lengths 40 (global standardisation only).
+
+    Examples
+    --------
+    >>> d = make_mnist1d(100, 50, seed=0)
+    >>> tuple(d.X_train.shape), tuple(d.X_test.shape), int(d.y_train.max())
+    ((100, 40, 1), (50, 40, 1), 9)
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from helpers._checks import rng as make_rng
+
+    n_train = check_int(n_train, "n_train", low=1)
+    n_test = check_int(n_test, "n_test", low=1)
+    g = make_rng(seed)
+    tmpl = _mnist1d_templates()
+    n = n_train + n_test
+    ys = np.arange(n) % 10
+
+    def interp(x, N):
+        return np.interp(np.linspace(0, 1, N), np.linspace(0, 1, len(x)), x)
+
+    xs = []
+    for y in ys:
+        x = tmpl[y] + 1e-8
+        p = 36 + int(g.random() * 25)                                    # pad
+        x = interp(np.concatenate([x, np.zeros(p)]), 72)                 # dilate
+        x = x * (1 + 0.4 * (g.random() - 0.5))                           # scale
+        k = int(g.integers(48))                                          # translate
+        x = np.concatenate([x[-k:], x[:-k]]) if k else x
+        mask = x != 0
+        x = mask * x + (1 - mask) * gaussian_filter(0.25 * g.standard_normal(72), 2)
+        x = x + 0.02 * g.standard_normal(72)
+        x = x - 0.75 * (g.random() - 0.5) * np.linspace(-0.5, 0.5, 72)   # shear
+        xs.append(interp(x, 40))
+    perm = g.permutation(n)
+    X, Y = np.stack(xs)[perm], ys[perm]
+    X = (X - X.mean()) / X.std()
+    X = X[..., None]
+    lens = np.full(n, 40)
+    tr = (X[:n_train], lens[:n_train], Y[:n_train])
+    te = (X[n_train:], lens[n_train:], Y[n_train:])
+    return _series_data("mnist1d", tr, te, list(range(10)), standardize=False)
+
+
+def planted_events(n_train: int = 600, n_test: int = 300, *, seq_len: int = 30, event_step: int = 20,
+                   n_classes: int = 3, noise: float = 0.5, seed: int | None = None) -> SeriesData:
+    """A planted-event set: the class is written into the series at one known step only.
+
+    Every series is white noise (standard deviation ``noise``) in one channel; at step
+    ``event_step`` the class ``c`` adds a pulse of height ``2 c - (n_classes - 1)`` (for two
+    classes, -1 and +1), and nothing else depends on the class. Before ``event_step`` a causal
+    network's hidden states carry no information about the class.
+
+    Parameters
+    ----------
+    n_train, n_test
+        Sizes of the two splits (classes drawn uniformly).
+    seq_len, event_step
+        Length of every series, and the step (0-based, ``< seq_len``) of the event.
+    n_classes
+        Number of classes, >= 2.
+    noise
+        Standard deviation of the background noise (> 0).
+    seed
+        Seed; None: the next draw of numpy's global generator.
+
+    Returns
+    -------
+    SeriesData
+        Not standardised (the pulse heights are the class's signature).
+
+    Examples
+    --------
+    >>> d = planted_events(20, 10, seq_len=8, event_step=5, seed=0)
+    >>> tuple(d.X_train.shape), d.n_classes
+    ((20, 8, 1), 3)
+    """
+    from helpers._checks import rng as make_rng
+
+    n_train = check_int(n_train, "n_train", low=1)
+    n_test = check_int(n_test, "n_test", low=1)
+    seq_len = check_int(seq_len, "seq_len", low=1)
+    event_step = check_int(event_step, "event_step", low=0, high=seq_len - 1)
+    n_classes = check_int(n_classes, "n_classes", low=2)
+    noise = check_real(noise, "noise", low=0, low_open=True)
+    g = make_rng(seed)
+    splits = []
+    for n in (n_train, n_test):
+        y = g.integers(n_classes, size=n)
+        X = noise * g.standard_normal((n, seq_len, 1))
+        X[:, event_step, 0] += 2.0 * y - (n_classes - 1)
+        splits.append((X, np.full(n, seq_len), y))
+    return _series_data("planted", splits[0], splits[1], list(range(n_classes)), standardize=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Faithfulness: deletion and insertion of input time steps, and Captum's baselines
+# --------------------------------------------------------------------------------------------
+
+
+class StepCurves(NamedTuple):
+    """Deletion and insertion curves of :func:`step_curves`.
+
+    ``ks`` the numbers of steps removed or restored; ``deletion`` and ``insertion`` of shape
+    ``(len(ks), B)``; ``deletion_area`` and ``insertion_area`` of shape ``(B,)``, each the
+    mean of its curve over ``ks`` (the area under the curve, divided by its width, on an
+    even grid).
+    """
+
+    ks: tuple
+    deletion: torch.Tensor
+    insertion: torch.Tensor
+    deletion_area: torch.Tensor
+    insertion_area: torch.Tensor
+
+
+def step_curves(model, x: torch.Tensor, scores: torch.Tensor, ks, *, target: torch.Tensor,
+                lengths: torch.Tensor | None = None, baseline: float = 0.0,
+                output: str = "prob") -> StepCurves:
+    """Delete (and insert) each sequence's top-scored time steps and follow the target's output.
+
+    Deletion sets the ``k`` steps with the largest ``scores`` (all channels) to ``baseline``;
+    insertion starts from a series that is ``baseline`` at every valid step and restores those
+    ``k`` steps. Steps at or after a sequence's length are never chosen; a ``k`` beyond the
+    length removes (restores) every valid step.
+
+    Parameters
+    ----------
+    model
+        Called as ``model(x, lengths)``, returns logits ``(B, C)``.
+    x
+        Padded inputs ``(B, T, d)``.
+    scores
+        ``(B, T)``: larger means "more important"; ties are broken by the earlier step.
+    ks
+        Increasing step counts, e.g. ``range(0, T + 1, 4)``.
+    target
+        ``(B,)`` class whose output is followed (usually the intact model's prediction).
+    lengths
+        ``(B,)`` or None (all ``T``).
+    baseline
+        The value a deleted step takes (0 is the training mean of standardised data).
+    output
+        ``"prob"``: the softmax probability of ``target``; ``"logit"``: its logit.
+
+    Returns
+    -------
+    StepCurves
+
+    Examples
+    --------
+    A linear model ``logit_1 = sum_t w_t x_t`` with the true scores ``w_t x_t``:
+
+    >>> w = torch.tensor([3.0, 1.0, 2.0])
+    >>> lin = lambda x, lengths: torch.stack([0 * x[..., 0].sum(1), (x[..., 0] * w).sum(1)], 1)
+    >>> x = torch.ones(1, 3, 1)
+    >>> c = step_curves(lin, x, w[None], [0, 1, 2, 3], target=torch.tensor([1]), output="logit")
+    >>> c.deletion[:, 0].tolist(), c.insertion[:, 0].tolist()
+    ([6.0, 3.0, 1.0, 0.0], [0.0, 3.0, 5.0, 6.0])
+    """
+    check_option(output, "output", ("prob", "logit"))
+    baseline = check_real(baseline, "baseline")
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ParameterError(f"x must be a torch tensor (B, T, d), got {getattr(x, 'shape', type(x))}")
+    B, T, _ = x.shape
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (B, T):
+        raise ParameterError(f"scores must be a torch tensor of shape (B, T) = {(B, T)}, "
+                             f"got {tuple(getattr(scores, 'shape', ()))}")
+    ks = tuple(check_int(k, "ks", low=0) for k in ks)
+    if not ks or any(b < a for a, b in zip(ks, ks[1:])):
+        raise ParameterError(f"ks must be a non-empty increasing sequence of step counts, got {ks}")
+    target = torch.as_tensor(target, device=x.device).long()
+    if lengths is None:
+        lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
+    lengths = torch.as_tensor(lengths, device=x.device).long()
+    if lengths.shape != (B,) or int(lengths.min()) < 1 or int(lengths.max()) > T:
+        raise ParameterError(f"lengths must be B = {B} integers in [1, {T}]")
+    steps = torch.arange(T, device=x.device)
+    valid = steps[None, :] < lengths[:, None]
+    s = scores.detach().to(torch.float64).masked_fill(~valid, -math.inf)
+    order = torch.sort(s, dim=1, descending=True, stable=True).indices            # (B, T)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, steps.expand(B, T).contiguous())                     # rank of each step
+    rows = torch.arange(B, device=x.device)
+    out = torch.zeros(2, len(ks), B, dtype=torch.float64)
+    with torch.no_grad():
+        for j, k in enumerate(ks):
+            top = ((rank < k) & valid)[..., None]
+            base = torch.full_like(x, baseline)
+            for i, xx in enumerate((torch.where(top, base, x),
+                                    torch.where(top | ~valid[..., None], x, base))):
+                logits = model(xx, lengths)
+                val = logits.softmax(1)[rows, target] if output == "prob" else logits[rows, target]
+                out[i, j] = val.detach().to("cpu", torch.float64)
+    out = out.to(x.device) if x.device.type != "mps" else out
+    return StepCurves(ks, out[0], out[1], out[0].mean(0), out[1].mean(0))
+
+
+def captum_step_scores(model, x: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor | None = None, *,
+                       method: str = "ig", n_steps: int = 32, window: int = 1, baseline: float = 0.0) -> torch.Tensor:
+    """Input-time attributions from Captum, summed over channels: shape ``(B, T)``.
+
+    ``method="ig"``: Integrated Gradients from a constant ``baseline`` series (``n_steps``
+    points); ``"occlusion"``: Occlusion with a window of ``window`` steps (all channels)
+    replaced by ``baseline``, stride 1. The lengths are passed to the model through Captum's
+    ``additional_forward_args`` (IG repeats the batch ``n_steps`` times, so a closure holding
+    the lengths would not fit). Steps at or after a length get score 0 from IG (their
+    gradient is 0) and from occlusion (the output does not change).
+
+    Examples
+    --------
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> m = NeuroViewRNN("rnn", 2, 4, 6, 2)
+    >>> with torch.no_grad():
+    ...     _ = m.head.weight.normal_()
+    >>> x, c = torch.randn(3, 6, 2), torch.tensor([0, 1, 1])
+    >>> captum_step_scores(m, x, c, torch.tensor([6, 4, 2]), method="occlusion")[2, 2:].abs().max().item()
+    0.0
+    """
+    from captum.attr import IntegratedGradients, Occlusion
+
+    check_option(method, "method", ("ig", "occlusion"))
+    n_steps = check_int(n_steps, "n_steps", low=2)
+    window = check_int(window, "window", low=1)
+    baseline = check_real(baseline, "baseline")
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ParameterError(f"x must be a torch tensor (B, T, d), got {getattr(x, 'shape', type(x))}")
+    if lengths is None:
+        lengths = torch.full((len(x),), x.shape[1], dtype=torch.long, device=x.device)
+    target = torch.as_tensor(target, device=x.device).long()
+    base = torch.full_like(x, baseline)
+    if method == "ig":
+        att = IntegratedGradients(model).attribute(x, baselines=base, target=target, n_steps=n_steps,
+                                                   additional_forward_args=(lengths,))
+    else:
+        att = Occlusion(model).attribute(x, sliding_window_shapes=(window, x.shape[2]), strides=(1, x.shape[2]),
+                                         baselines=baseline, target=target, additional_forward_args=(lengths,))
+    return att.detach().sum(-1)
