@@ -931,6 +931,7 @@ class _Problem:
     bracket: tuple[float, float]
     tol: float
     time_limit: float
+    kmeans_starts: int = 0
 
     def infeasible(self, reason: str) -> InfeasibleRadiusError:
         return InfeasibleRadiusError(self.r, self.k, self.bracket, reason)
@@ -1103,6 +1104,12 @@ def _method_greedy(P: _Problem, seed: int, n_init: int) -> tuple[np.ndarray, str
             _local_search(st, P.D2, P.tol)
             if best is None or st.cost() < best.cost():
                 best = st
+    for labels in _kmeans_candidates(P, seed):
+        n_feasible += 1
+        st = _State(P.X, P.C, labels, k)
+        _local_search(st, P.D2, P.tol)
+        if best is None or st.cost() < best.cost():
+            best = st
     details: dict[str, Any] = {"n_starts": len(starts), "feasible_candidates": n_feasible}
     if best is not None:
         return best.labels, "greedy", details
@@ -1110,6 +1117,33 @@ def _method_greedy(P: _Problem, seed: int, n_init: int) -> tuple[np.ndarray, str
     st = _State(P.X, P.C, labels, k)
     _local_search(st, P.D2, P.tol)
     return st.labels, "greedy+" + source, details
+
+
+def _kmeans_candidates(P: _Problem, seed: int | None) -> list[np.ndarray]:
+    """Feasible starts from plain k-means (``P.kmeans_starts`` k-means++ runs, none when 0).
+
+    Where the radius does not bind, the k-means partition itself is feasible and is a start;
+    where it binds, the points nearest to the k-means centers seed the most-constrained-first
+    assignment (and their Voronoi cells, when feasible)."""
+    if P.kmeans_starts == 0:
+        return []
+    from sklearn.cluster import KMeans
+
+    state = int(rng(seed).integers(0, 2**31 - 1))
+    km = KMeans(n_clusters=P.k, n_init=P.kmeans_starts, random_state=state).fit(P.X)
+    labels = km.labels_.astype(np.int64)
+    if _is_feasible(P.C, labels, P.k):
+        return [labels]
+    E = _sqdist(P.X, km.cluster_centers_)
+    seeds: list[int] = []
+    for a in range(P.k):  # the nearest point to each center, distinct
+        order = np.argsort(E[:, a])
+        seeds.append(int(next(i for i in order if i not in seeds)))
+    out = []
+    for cand in (_voronoi(P.D, np.asarray(seeds)), _greedy_assign(P.X, P.C, np.asarray(seeds))):
+        if cand is not None and _is_feasible(P.C, cand, P.k):
+            out.append(cand)
+    return out
 
 
 _METHODS = {"exact": _method_exact, "paper": _method_paper, "sdp": _method_sdp, "greedy": _method_greedy}
@@ -1123,7 +1157,7 @@ def _pick_method(method: str, n: int) -> str:
 
 
 def radius_kmeans(X: Any, k: int, r: float, *, method: str = "auto", seed: int | None = None,
-                  n_init: int = 10, time_limit: float = 60.0) -> RadiusKMeansResult:
+                  n_init: int = 10, time_limit: float = 60.0, kmeans_starts: int = 0) -> RadiusKMeansResult:
     """k-means in which no cluster is wider than 2r.
 
     Parameters
@@ -1145,6 +1179,10 @@ def radius_kmeans(X: Any, k: int, r: float, *, method: str = "auto", seed: int |
         Number of greedy starts.
     time_limit : float
         Seconds allowed to each MILP solve.
+    kmeans_starts : int, default 0
+        Greedy method only: also start the local search from plain k-means (``KMeans`` with
+        this many k-means++ starts): from its partition where the radius does not bind it,
+        else from the points nearest to its centers as seeds. 0 leaves it out.
 
     Returns
     -------
@@ -1180,6 +1218,7 @@ def radius_kmeans(X: Any, k: int, r: float, *, method: str = "auto", seed: int |
     time_limit = check_real(time_limit, "time_limit", low=0, low_open=True, hint=" (seconds)")
     seed = check_seed(seed)
     P = _problem(X, k, r, time_limit)
+    P.kmeans_starts = check_int(kmeans_starts, "kmeans_starts", low=0)
     if r < P.bracket[0]:
         raise P.infeasible(
             f"the {k + 1} farthest-first points are pairwise more than 2r apart, so no two can share a cluster"
