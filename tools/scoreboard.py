@@ -121,14 +121,16 @@ def verdict_word(verdict: str) -> str:
 
 
 def table(rows: list[dict], records: dict[str, dict]) -> list[str]:
-    lines = ["| chapter | the paper's claim | ours | verdict | evidence |", "|---|---|---|---|---|"]
+    # At the page's width, so the evidence column wraps instead of scrolling out of sight.
+    lines = ["```{table}", ":width: 100%", "",
+             "| chapter | the paper's claim | ours | verdict | evidence |", "|---|---|---|---|---|"]
     for row in rows:
         record = records.get(row["key"])
         verdict = record["verdict"] if record else NOT_RUN
         link = f"{{doc}}`{row['chapter_title']} <{row['chapter']}/index>`"
         cells = [link, row["claim"], row["ours"], verdict, evidence(record, page_of(row["chapter"], row["key"]))]
         lines.append("| " + " | ".join(str(c).strip().replace("\n", " ") for c in cells) + " |")
-    return lines
+    return lines + ["```"]
 
 
 def counts(rows: list[dict], records: dict[str, dict], noun: str = "claims") -> str:
