@@ -54,7 +54,7 @@ book: $(STAMP) _vendor/.stamp chromium
 	@# The scoreboard from this build's records; the second build re-reads only the pages that changed.
 	$(BIN)/python tools/scoreboard.py --claims $(CLAIMS)/book --strict
 	BOOK_MODE=full $(BIN)/jupyter-book build . -W -n --keep-going
-	$(BIN)/python tools/check_pages.py _build/html --shots _build/screenshots
+	$(BIN)/python tools/check_pages.py _build/html --shots _build/screenshots --figure-shots _build/screenshots/figures
 	$(BIN)/python tools/check_pages.py _build/html $(CHECK_PAGE) --require math,image,widget
 	@echo "The book is ready: open file://$(CURDIR)/_build/html/index.html"
 

@@ -8,7 +8,9 @@ Checks, per page, after MathJax and the widget manager have run:
 - widgets: where the page has widget views, the embedded widget state exists and every
   view was rendered by the widget manager (no kernel is needed in the static page).
 
-It also saves a screenshot per page (``--shots DIR``), to look at.
+It also saves a screenshot per page (``--shots DIR``), and one per numbered figure with its
+caption (``--figure-shots DIR``, named ``<page>__fig<i>.png``), to look at: a page screenshot
+shows one screen, not the figures further down.
 
 Usage: ``python tools/check_pages.py SITE_DIR [PAGE ...] [--require math,image,widget] [--shots DIR]``
 where PAGE is a path relative to SITE_DIR such as ``book/fast_jvp/derivation.html``;
@@ -43,7 +45,17 @@ PROBE = """() => {
 }"""
 
 
-def check_page(page, url: str, require: set[str], shot: Path | None) -> list[str]:
+def figure_shots(page, folder: Path, stem: str) -> int:
+    """Screenshot every captioned figure of the loaded page into ``folder``; return how many."""
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = page.locator("main figure:has(figcaption)")
+    for i in range(figures.count()):
+        figures.nth(i).screenshot(path=str(folder / f"{stem}__fig{i + 1}.png"))
+    return figures.count()
+
+
+def check_page(page, url: str, require: set[str], shot: Path | None,
+               figures: Path | None = None) -> list[str]:
     """Load ``url`` and return the list of problems found (empty when the page is fine)."""
     page.goto(url, wait_until="load")
     page.wait_for_function("() => !window.MathJax || !MathJax.startup || MathJax.startup.promise", timeout=30_000)
@@ -68,6 +80,8 @@ def check_page(page, url: str, require: set[str], shot: Path | None) -> list[str
     if shot is not None:
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot), full_page=False)
+    if figures is not None:
+        figure_shots(page, figures, url.split("/html/")[-1].replace("/", "__").removesuffix(".html"))
     print(f"{'FAIL' if problems else 'ok  '} {url.split('/html/')[-1]}: math {r['typeset']}/{r['math']}, "
           f"images {r['images']} ({len(r['broken'])} broken), widget views {r['views']} "
           f"(state {r['state']}, rendered {r['rendered']})")
@@ -80,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("pages", nargs="*", help="pages relative to SITE (default: every page under book/)")
     ap.add_argument("--require", default="", help="comma list of math,image,widget every given page must have")
     ap.add_argument("--shots", type=Path, default=None, help="folder for one screenshot per page")
+    ap.add_argument("--figure-shots", type=Path, default=None,
+                    help="folder for one screenshot per captioned figure")
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -101,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in pages:
             rel = path.relative_to(site)
             shot = args.shots / (str(rel).replace("/", "__") + ".png") if args.shots else None
-            problems = check_page(page, path.as_uri(), require, shot)
+            problems = check_page(page, path.as_uri(), require, shot, args.figure_shots)
             if problems:
                 failures[str(rel)] = problems
         browser.close()
