@@ -379,3 +379,22 @@ def test_glue_keys_are_glued_once(source):
                    for m in re.finditer(r"\b(?:glue|claims\.(?:check|verdict|direction))\(\s*[\"']([\w]+)[\"']", cell))
     twice = sorted(k for k, n in keys.items() if n > 1)
     assert not twice, f"{source.name}: keys glued more than once: {twice}"
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=IDS)
+def test_figure_cells_show_only_their_figure(source):
+    """A cell with a numbered figure gives every rich output the figure's name: a value the cell
+    ends on (``glue(...)`` returns its value) is a second output with that label, and the build
+    fails under -W. End the cell with ``plt.show()``, or assign the last value to ``_``."""
+    import ast
+
+    bad = []
+    for cell in jupytext.read(source).cells:
+        if cell.cell_type != "code" or "figure" not in (cell.metadata.get("mystnb") or {}):
+            continue
+        last = ast.parse(cell.source).body[-1]
+        if isinstance(last, ast.Expr) and not (
+                isinstance(last.value, ast.Call) and isinstance(last.value.func, ast.Attribute)
+                and last.value.func.attr == "show"):
+            bad.append(ast.unparse(last)[:60])
+    assert not bad, f"{source.name}: figure cells ending on a value: {bad}"
