@@ -45,12 +45,24 @@ PROBE = """() => {
 }"""
 
 
+EXPAND = """() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
+}"""
+
+
 def figure_shots(page, folder: Path, stem: str) -> int:
     """Screenshot every captioned figure of the loaded page into ``folder``; return how many."""
     folder.mkdir(parents=True, exist_ok=True)
+    # Figures in solutions and hidden cells sit in collapsed blocks: open them so they can be seen.
+    page.evaluate(EXPAND)
     figures = page.locator("main figure:has(figcaption)")
     for i in range(figures.count()):
-        figures.nth(i).screenshot(path=str(folder / f"{stem}__fig{i + 1}.png"))
+        figure = figures.nth(i)
+        if not figure.is_visible():
+            print(f"     {stem}: figure {i + 1} stays hidden after expanding, no screenshot")
+            continue
+        figure.screenshot(path=str(folder / f"{stem}__fig{i + 1}.png"), timeout=10_000)
     return figures.count()
 
 
