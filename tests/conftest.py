@@ -20,3 +20,15 @@ def _global_numpy_seed():
     """Seed numpy's global generator before each test, as helpers.runtime.setup() does in a
     notebook: a helper called with seed=None then draws the same numbers in every run."""
     np.random.seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks: one torch thread for the module (two ran 10-30x slower on a shared 2-core
+    machine); the caller's thread count is restored after."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

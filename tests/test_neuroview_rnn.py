@@ -16,12 +16,7 @@ from helpers.neuroview import (CELLS, NeuroViewRNN, RNNBaseline, captum_step_sco
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(cell, d=3, H=5, T=7, C=4, seed=0, layers=1):
