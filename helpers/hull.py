@@ -57,8 +57,12 @@ Tolerance. With ``scale_j = max(max_i,k |x_ik|, max_k |q_jk|)`` and ``tol_j = rt
 The scale uses absolute values because floating-point rounding grows with them. A query
 whose distance to the hull is within rounding of ``tol_j`` itself (a relative band of about
 ``1e-6 + 4 d^1.5 eps / rtol``, e.g. 0.4 % of ``tol_j`` at d = 256) fits neither test robustly
-and raises :class:`HullDecisionError`; pass a different ``rtol`` if that happens. Computation happens in centred coordinates scaled to unit size, so data at scale
-1e-3 or 1e3 are handled alike.
+fits neither test robustly. Such a query (a point sampled on a curve in convex position can
+land there) is decided again with ``rtol`` ten times larger, up to ``retries`` times; the
+tolerance each query was decided at is kept in ``HullResult.query_rtol`` and used by
+:meth:`HullResult.verify`. A query still undecided after that raises
+:class:`HullDecisionError`. Computation happens in centred coordinates scaled to unit size,
+so data at scale 1e-3 or 1e3 are handled alike.
 
 Types. Torch tensors are accepted (any device and float dtype, bfloat16 included) and
 converted to float64 numpy arrays at the boundary, where the computation happens. Tensors in,
@@ -129,7 +133,8 @@ class HullDecisionError(RuntimeError):
         super().__init__(
             f"could not certify query index(es) [{shown}] either inside or outside the hull: "
             f"{detail}. Such a query lies within rounding error of the tolerance boundary "
-            f"(distance to the hull close to rtol * scale); retry with a different rtol."
+            f"(distance to the hull close to rtol * scale, at every tolerance tried); retry with "
+            f"another rtol or more retries."
         )
 
 
@@ -157,7 +162,11 @@ class HullResult:
     stage : np.ndarray, shape (Q,), str
         Which stage certified each query (one of :data:`STAGES`).
     rtol : float
-        The relative tolerance used (see the module docstring).
+        The relative tolerance asked for (see the module docstring).
+    query_rtol : np.ndarray, shape (Q,), float64, or None
+        The relative tolerance each query was decided at: ``rtol``, or a multiple of ten of it
+        for a query within rounding of the first tolerance (``in_hull``'s ``retries``). None
+        means ``rtol`` for every query.
     """
 
     inside: np.ndarray
@@ -167,6 +176,7 @@ class HullResult:
     offsets: np.ndarray
     stage: np.ndarray
     rtol: float
+    query_rtol: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.inside)
@@ -186,7 +196,7 @@ class HullResult:
         Inside: indices are valid, weights are finite, non-negative and sum to 1 (within
         1e-12), and ``||sum_i w_i x_i - q||_2 <= tol``. Outside: ``a`` is finite and non-zero,
         ``b >= max_i a·x_i`` (recomputed here) and ``a·q - b > tol ||a||_2``. ``tol`` is
-        recomputed from ``rtol`` and the data, as in the module docstring.
+        recomputed from ``query_rtol`` (or ``rtol``) and the data, as in the module docstring.
 
         Parameters
         ----------
@@ -215,7 +225,8 @@ class HullResult:
                 f"dimensions, but got queries of shape {Q.shape}; pass the same points and "
                 "queries that produced it"
             )
-        failures = _check_certificates(X, Q, _tolerances(X, Q, self.rtol), self)
+        rtol = self.rtol if self.query_rtol is None else np.asarray(self.query_rtol, dtype=float)
+        failures = _check_certificates(X, Q, _tolerances(X, Q, rtol), self)
         if failures:
             raise CertificateError(failures, len(Q))
         return True
@@ -317,8 +328,9 @@ def _validate(points: ArrayLike, queries: ArrayLike) -> tuple[np.ndarray, np.nda
     return X, Q
 
 
-def _tolerances(X: np.ndarray, Q: np.ndarray, rtol: float) -> np.ndarray:
-    """Absolute tolerance per query, ``rtol * max(max|X|, max|q_j|)``, shape (Q,)."""
+def _tolerances(X: np.ndarray, Q: np.ndarray, rtol: float | np.ndarray) -> np.ndarray:
+    """Absolute tolerance per query, ``rtol * max(max|X|, max|q_j|)``, shape (Q,); ``rtol`` is
+    one number or one per query."""
     if Q.shape[0] == 0:
         return np.zeros(0)
     return rtol * np.maximum(np.abs(X).max(), np.abs(Q).max(axis=1))
@@ -592,6 +604,7 @@ def in_hull(
     progress: bool = False,
     fw_iter: int = 30,
     cg_rounds: int = 50,
+    retries: int = 2,
 ) -> HullResult:
     """Decide, for each query, whether it lies in the convex hull of the points, with proof.
 
@@ -612,6 +625,10 @@ def in_hull(
     cg_rounds : int, default 50
         Most column-generation rounds (stage 4) before a query goes to the LP; 0 sends every
         query the first stages leave open straight to the LP.
+    retries : int, default 2
+        How many times a query that no certificate decides (its distance to the hull is within
+        rounding of its tolerance) is decided again with ``rtol`` ten times larger;
+        ``HullResult.query_rtol`` records the tolerance used. 0 raises at once.
 
     Returns
     -------
@@ -626,8 +643,8 @@ def in_hull(
         (a ``ParameterError``, also a TypeError) For NaN/infinite values, wrong ndim, dimension
         mismatch, no points, a bad rtol, fw_iter or cg_rounds.
     HullDecisionError
-        When some query can be certified neither inside nor outside (its distance to the
-        hull is within rounding of the tolerance); the message names the indices.
+        When some query can be certified neither inside nor outside, even after ``retries``
+        looser tolerances; the message names the indices.
 
     Examples
     --------
@@ -647,46 +664,84 @@ def in_hull(
     """
     check_real(rtol, "rtol", low=0, high=1e-2, low_open=True, high_open=True, hint="; the default is 1e-9")
     fw_iter, cg_rounds = check_int(fw_iter, "fw_iter", low=0), check_int(cg_rounds, "cg_rounds", low=0)
+    retries = check_int(retries, "retries", low=0)
     X, Q = _validate(points, queries)
-    tol = _tolerances(X, Q, float(rtol))
     opts = dict(fw_iter=int(fw_iter), cg_rounds=int(cg_rounds))
-    step = max(1, min(4096, _BLOCK // len(X)))
-    parts = []
+    rtol_q = np.full(len(Q), float(rtol))
     with progress_bar(total=len(Q), progress=progress, desc="in_hull", unit="query") as bar:
-        for s in range(0, len(Q), step):
-            parts.append(_solve_block(X, Q[s : s + step], tol[s : s + step], opts, bar))
-    res = _assemble(X, Q, tol, parts, float(rtol))
+        found = _Decisions.of(_solve_all(X, Q, _tolerances(X, Q, rtol_q), opts, bar), X.shape[1])
+    for attempt in range(retries + 1):
+        res, failures = _assemble(X, Q, rtol_q, found, float(rtol))
+        if not failures:
+            break
+        if attempt == retries:
+            raise HullDecisionError(sorted(failures), "; ".join(list(failures.values())[:3]))
+        # Within rounding of its tolerance: decide those queries again at ten times it.
+        bad = np.array(sorted(failures))
+        rtol_q[bad] *= 10
+        with progress_bar(total=len(bad), progress=False) as quiet:
+            redo = _solve_all(X, Q[bad], _tolerances(X, Q[bad], rtol_q[bad]), opts, quiet)
+        found.replace(bad, _Decisions.of(redo, X.shape[1]))
     ref = queries if is_torch(queries) else points
     if not is_torch(ref):
         return res
     return HullResult(like(res.inside, ref), res.weight_indices, res.weights, like(res.normals, ref),
-                      like(res.offsets, ref), res.stage, res.rtol)
+                      like(res.offsets, ref), res.stage, res.rtol, res.query_rtol)
 
 
-def _assemble(X: np.ndarray, Q: np.ndarray, tol: np.ndarray, parts: list[_Work], rtol: float) -> HullResult:
-    """Concatenate blocks, set offsets in the caller's coordinates, and check everything."""
+def _solve_all(X: np.ndarray, Q: np.ndarray, tol: np.ndarray, opts: dict, bar: Any) -> list[_Work]:
+    """Run the stages on blocks of queries small enough to keep (queries x points) in memory."""
+    step = max(1, min(4096, _BLOCK // len(X)))
+    return [_solve_block(X, Q[s : s + step], tol[s : s + step], opts, bar) for s in range(0, len(Q), step)]
+
+
+@dataclass(eq=False)
+class _Decisions:
+    """Per-query decisions of all blocks, concatenated (caller's query order)."""
+
+    inside: np.ndarray
+    open: np.ndarray
+    normals: np.ndarray
+    stage: np.ndarray
+    idx: list
+    lam: list
+
+    @classmethod
+    def of(cls, parts: list[_Work], d: int) -> "_Decisions":
+        if not parts:
+            return cls(np.zeros(0, bool), np.zeros(0, bool), np.zeros((0, d)), np.zeros(0, "<U12"), [], [])
+        return cls(np.concatenate([p.inside for p in parts]), np.concatenate([p.open for p in parts]),
+                   np.concatenate([p.normals for p in parts]), np.concatenate([p.stage for p in parts]),
+                   [i for p in parts for i in p.idx], [w for p in parts for w in p.lam])
+
+    def replace(self, rows: np.ndarray, new: "_Decisions") -> None:
+        for name in ("inside", "open", "normals", "stage"):
+            getattr(self, name)[rows] = getattr(new, name)
+        for k, j in enumerate(rows):
+            self.idx[j], self.lam[j] = new.idx[k], new.lam[k]
+
+
+def _assemble(X: np.ndarray, Q: np.ndarray, rtol_q: np.ndarray, found: _Decisions,
+              rtol: float) -> tuple[HullResult, dict[int, str]]:
+    """Set offsets in the caller's coordinates and check every certificate; the result and
+    the reasons, keyed by query index, of the queries left undecided."""
     d = X.shape[1]
-    inside = np.concatenate([p.inside for p in parts]) if parts else np.zeros(0, bool)
-    opened = np.concatenate([p.open for p in parts]) if parts else np.zeros(0, bool)
-    normals = np.concatenate([p.normals for p in parts]) if parts else np.zeros((0, d))
-    stage = np.concatenate([p.stage for p in parts]) if parts else np.zeros(0, "<U12")
-    idx = tuple(i for p in parts for i in p.idx)
-    lam = tuple(w for p in parts for w in p.lam)
-    if opened.any():
-        raise HullDecisionError(np.flatnonzero(opened).tolist(), "no stage produced a valid certificate")
     offsets = np.full(len(Q), np.nan)
-    out = np.flatnonzero(~inside)
+    out = np.flatnonzero(~found.inside & ~found.open)
     if out.size:
-        A = normals[out]
+        A = found.normals[out]
         # b = max_i a·x_i plus a rounding allowance, so that any reasonable recomputation of
         # the maximum (another BLAS, another summation order) stays below b.
         allowance = 4 * (d + 2) * _EPS * np.abs(A).sum(axis=1) * np.abs(X).max()
         offsets[out] = _max_products(X, A) + allowance
-    res = HullResult(inside, idx, lam, normals, offsets, stage, rtol)
-    failures = _check_certificates(X, Q, tol, res)
-    if failures:
-        raise HullDecisionError(sorted(failures), "; ".join(list(failures.values())[:3]))
-    return res
+    query_rtol = None if np.all(rtol_q == rtol) else rtol_q.copy()
+    res = HullResult(found.inside.copy(), tuple(found.idx), tuple(found.lam), found.normals.copy(),
+                     offsets, found.stage.copy(), rtol, query_rtol)
+    unproven = {int(j): "no stage produced a valid certificate" for j in np.flatnonzero(found.open)}
+    decided = ~found.open
+    failures = _check_certificates(X, Q, _tolerances(X, Q, rtol_q), res) if decided.any() else {}
+    failures = {j: why for j, why in failures.items() if decided[j]}
+    return res, dict(sorted({**unproven, **failures}.items()))
 
 
 # --------------------------------------------------------------------------- summaries & theory

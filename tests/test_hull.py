@@ -276,9 +276,38 @@ def test_undecidable_query_raises_with_its_index():
     X = np.array([[0.0], [1.0]])
     Q = np.array([[0.5], [1.0 + 1e-9], [3.0]])
     with pytest.raises(HullDecisionError, match=r"\[1\]") as err:
-        in_hull(X, Q, rtol=1e-9)
+        in_hull(X, Q, rtol=1e-9, retries=0)
     assert err.value.indices == [1]
     assert in_hull(X, Q, rtol=1e-7).inside.tolist() == [True, True, False]
+
+
+def test_undecided_query_is_retried_at_a_looser_tolerance_only():
+    """The boundary query is decided again at 10 * rtol, the others keep rtol; the recorded
+    tolerances are the ones verify checks against."""
+    X = np.array([[0.0], [1.0]])
+    Q = np.array([[0.5], [1.0 + 1e-9], [3.0]])
+    res = in_hull(X, Q, rtol=1e-9)
+    assert res.inside.tolist() == [True, True, False]
+    np.testing.assert_allclose(res.query_rtol, [1e-9, 1e-8, 1e-9])
+    assert res.rtol == 1e-9 and res.verify(X, Q)
+    # the same certificates judged at the first tolerance: the boundary query fails
+    strict = hull.HullResult(res.inside, res.weight_indices, res.weights, res.normals, res.offsets,
+                             res.stage, res.rtol)
+    with pytest.raises(hull.CertificateError, match="query 1"):
+        strict.verify(X, Q)
+    # a query decided at the first tolerance records none
+    assert in_hull(X, Q[[0, 2]]).query_rtol is None
+
+
+def test_point_on_a_facet_of_a_simplex_is_inside():
+    """A query on a facet (distance 0) is inside at the first tolerance, in several dimensions."""
+    for d in (2, 5, 8):
+        gen = np.random.default_rng(d)
+        X = gen.standard_normal((d + 1, d))
+        w = gen.dirichlet(np.ones(d))  # weights on the facet opposite the last vertex
+        q = w @ X[:d]
+        res = in_hull(X, q[None], retries=0)
+        assert res.inside.tolist() == [True] and res.verify(X, q[None])
 
 
 # ----------------------------------------------------------------------------- theory
