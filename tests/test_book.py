@@ -314,10 +314,49 @@ def test_scoreboard_renders_from_records(tmp_path):
     record = {"key": key, "kind": "verdict", "verdict": "reproduced", "effect": 0.5, "interval": [0.1, 0.9],
               "n": 8, "test": "t-test", "paper": None, "where": "x"}
     (tmp_path / f"{key}.json").write_text(json.dumps(record))
-    text, _ = scoreboard.render(scoreboard.load_records(tmp_path))
+    text, _ = scoreboard.render(scoreboard.load_records(tmp_path), sweep_file=tmp_path / "no_sweep.json")
     line = next(line for line in text.splitlines() if rows[0]["claim"].strip() in line)
     assert "| reproduced |" in line and "95 % interval [+0.1, +0.9]" in line and "n = 8" in line
     assert f"#claim-{key}" in line
+
+
+def test_scoreboard_shows_what_other_seeds_gave(tmp_path):
+    """claims_report --save writes the sweep; the scoreboard prints 'same at seeds 1, 2' under a
+    verdict the other seeds share, and each seed's word under one they do not."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import claims_report
+    import scoreboard
+
+    rows = [r for c in CHAPTERS for r in _scoreboard_rows(c)]
+    stable, flipping = rows[0], rows[1]
+
+    def record(key, verdict, seed):
+        return {"key": key, "kind": "verdict", "verdict": verdict, "effect": 1.0, "interval": None,
+                "n": 3, "test": "t", "paper": None, "where": "x", "seed": seed, "mode": "full"}
+
+    sweep_runs = tmp_path / "sweep"
+    for seed, word in ((1, "reproduced"), (2, "inconclusive at this scale: too few runs")):
+        run = sweep_runs / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "a.json").write_text(json.dumps(record(stable["key"], "reproduced: yes", seed)))
+        (run / "b.json").write_text(json.dumps(record(flipping["key"], word, seed)))
+    assert claims_report.main([str(sweep_runs), "--save", str(tmp_path / "seed_sweep.json")]) == 0
+    built = tmp_path / "build"
+    built.mkdir()
+    for r in (record(stable["key"], "reproduced", 0), record(flipping["key"], "reproduced", 0)):
+        (built / f"{r['key']}.json").write_text(json.dumps(r))
+    text, _ = scoreboard.render(scoreboard.load_records(built), sweep_file=tmp_path / "seed_sweep.json")
+    line = {k: next(x for x in text.splitlines() if row["claim"].strip() in x)
+            for k, row in (("stable", stable), ("flipping", flipping))}
+    assert "reproduced<br><em>same at seeds 1, 2</em>" in line["stable"]
+    assert "<em>seed 1: reproduced; seed 2: inconclusive at this scale</em>" in line["flipping"]
+    assert "`BOOK_SEED` = 1, 2 (full mode" in text
+    # without a sweep file, nothing is added
+    text, _ = scoreboard.render(scoreboard.load_records(built), sweep_file=tmp_path / "none.json")
+    assert "<em>" not in text and "BOOK_SEED" not in text
 
 
 def test_every_chapter_has_a_section_on_the_unchecked_page():

@@ -6,7 +6,11 @@ whether the outcome differs between runs. A failed ``check`` is marked ``FAILED`
 
 Usage::
 
-    python tools/claims_report.py ROOT [--markdown]
+    python tools/claims_report.py ROOT [--markdown] [--save FILE]
+
+``--save`` writes the outcomes as JSON (run -> key -> outcome, with the commit and the mode
+the records name), for ``tools/scoreboard.py`` to show what other seeds gave; the book keeps
+one such file, ``book/seed_sweep.json``, from a full-mode sweep.
 
 Exits 1 when a ``check`` failed in some run (the sweep's asserts passed, but the page states
 something a run contradicted).
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import subprocess
 from pathlib import Path
 
 
@@ -39,10 +44,24 @@ def outcome(record: dict | None) -> str:
     return record["verdict"]
 
 
+def save(path: Path, runs: list[str], table: dict[str, dict[str, dict]]) -> None:
+    """Each run's seed, mode and outcomes (key -> outcome) as JSON, with the commit measured."""
+    here = Path(__file__).resolve().parent
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=here).stdout.strip()
+    data: dict = {"commit": commit or None, "runs": {}}
+    for run in runs:
+        records = sorted((per_run[run] for per_run in table.values() if run in per_run), key=lambda r: r["key"])
+        data["runs"][run] = {"seed": records[0].get("seed"), "mode": records[0].get("mode"),
+                             "outcomes": {r["key"]: outcome(r) for r in records}}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--save", type=Path, help="also write the outcomes as JSON (for the scoreboard)")
     args = parser.parse_args(argv)
     runs, table = load(args.root)
     if not table:
@@ -65,6 +84,8 @@ def main(argv=None) -> int:
         else:
             print(f"{first['where']:>14} {key:<36} {first['kind']:<9} {'FLIPS' if flips else '     '} "
                   + " | ".join(per_run))
+    if args.save:
+        save(args.save, runs, table)
     print(f"\n{len(table)} claims over {len(runs)} runs ({', '.join(runs)}): {flipped} change outcome, "
           f"{failed} checks failed in some run")
     return 1 if failed else 0

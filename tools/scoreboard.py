@@ -8,7 +8,9 @@ interval, n, test, and a link to the cell that decided it) come from the records
 build wrote to ``BOOK_CLAIMS_DIR``, so the scoreboard cannot say something its run did not.
 
 Writes ``book/_generated/scoreboard.md``, which ``book/reproductions.md`` includes. Without
-records (before the notebooks ran), every verdict reads "not run in this build".
+records (before the notebooks ran), every verdict reads "not run in this build". Under each
+verdict it says what the same claim gave at other seeds, from ``book/seed_sweep.json`` (written
+by ``make sweep SWEEP_MODE=full``, ``tools/claims_report.py --save``), when that file has it.
 
 Usage::
 
@@ -31,6 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 OUT = BOOK / "_generated" / "scoreboard.md"
+SWEEP = BOOK / "seed_sweep.json"
 sys.path.insert(0, str(ROOT))
 from helpers.claims import VERDICTS  # noqa: E402  (the vocabulary the counts are made of)
 
@@ -120,19 +123,52 @@ def verdict_word(verdict: str) -> str:
     return verdict.split(": ")[0]
 
 
-def table(rows: list[dict], records: dict[str, dict]) -> list[str]:
+def load_sweep(path: Path = SWEEP) -> dict:
+    """The seed sweep's runs (seed, mode, key -> outcome), or {} when there is none."""
+    return json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
+
+
+def other_seeds(key: str, record: dict | None, sweep: dict) -> str:
+    """What runs at other seeds gave for ``key``: 'same at seeds 1, 2', or each seed's word."""
+    if record is None:
+        return ""
+    mine = verdict_word(record["verdict"])
+    seen = sorted((run["seed"], verdict_word(run["outcomes"][key])) for run in sweep.values()
+                  if key in run["outcomes"] and run["seed"] != record.get("seed"))
+    if not seen:
+        return ""
+    if all(word == mine for _, word in seen):
+        return f"same at seed{'s' * (len(seen) > 1)} {', '.join(str(s) for s, _ in seen)}"
+    return "; ".join(f"seed {s}: {word}" for s, word in seen)
+
+
+def seeds_note(sweep: dict, commit: str | None) -> str:
+    """One sentence on where the other seeds' verdicts come from."""
+    if not sweep:
+        return ""
+    seeds = ", ".join(str(r["seed"]) for r in sorted(sweep.values(), key=lambda r: r["seed"]))
+    modes = " and ".join(sorted({r["mode"] for r in sweep.values()}))
+    at = f" at commit `{commit}`" if commit else ""
+    return (f"Under each verdict, in italics: the verdict the same pages gave with `BOOK_SEED` = {seeds}"
+            f" ({modes} mode, `make sweep`{at}); a verdict that changes with the seed is one draw, "
+            "not a settled result.")
+
+
+def table(rows: list[dict], records: dict[str, dict], sweep: dict) -> list[str]:
     # At the page's width, so the evidence column wraps instead of scrolling out of sight.
     lines = ["```{table}", ":width: 100%", "",
              "| the paper's claim | ours | verdict | evidence |", "|---|---|---|---|"]
     for row in rows:
         record = records.get(row["key"])
         verdict = record["verdict"] if record else NOT_RUN
+        other = other_seeds(row["key"], record, sweep)
+        verdict += f"<br><em>{other}</em>" if other else ""
         cells = [row["claim"], row["ours"], verdict, evidence(record, page_of(row["chapter"], row["key"]))]
         lines.append("| " + " | ".join(str(c).strip().replace("\n", " ") for c in cells) + " |")
     return lines + ["```"]
 
 
-def tables(rows: list[dict], records: dict[str, dict], headings: bool) -> list[str]:
+def tables(rows: list[dict], records: dict[str, dict], sweep: dict, headings: bool) -> list[str]:
     """One table per chapter, in the book's order, under the chapter's linked title: five
     columns with the chapter repeated on every row did not fit the page's width."""
     out: list[str] = []
@@ -141,7 +177,7 @@ def tables(rows: list[dict], records: dict[str, dict], headings: bool) -> list[s
         link = f"{{doc}}`{mine[0]['chapter_title']} <{chapter}/index>`"
         # headings only once per chapter on the page: a second would repeat the anchor
         title = f"### {link}" if headings else f"**{link}**"
-        out += [title, "", *table(mine, records), ""]
+        out += [title, "", *table(mine, records, sweep), ""]
     return out
 
 
@@ -153,8 +189,10 @@ def counts(rows: list[dict], records: dict[str, dict], noun: str = "claims") -> 
     return f"**{len(rows)} {noun}**: " + ", ".join(parts) + "."
 
 
-def render(records: dict[str, dict]) -> tuple[str, list[str]]:
+def render(records: dict[str, dict], sweep_file: Path = SWEEP) -> tuple[str, list[str]]:
     """The scoreboard's Markdown, and the problems found (unrecorded rows, rowless verdicts)."""
+    sweep = load_sweep(sweep_file)
+    commit = json.loads(sweep_file.read_text()).get("commit") if sweep else None
     rows = []
     for chapter in chapters():
         for row in load_rows(chapter):
@@ -167,10 +205,11 @@ def render(records: dict[str, dict]) -> tuple[str, list[str]]:
     paper = [r for r in rows if r["kind"] == "paper"]
     target = [r for r in rows if r["kind"] == "target"]
     out = ["<!-- Generated by tools/scoreboard.py from book/*/scoreboard.yml and the build's claim records. -->",
-           "", "## The papers' claims", "", counts(paper, records), "", *tables(paper, records, headings=True),
+           "", seeds_note(sweep, commit), "",
+           "## The papers' claims", "", counts(paper, records), "", *tables(paper, records, sweep, headings=True),
            "## The book's own targets", "",
            "Speed and size targets that this book set itself, not claims of a paper.", "",
-           counts(target, records, noun="targets"), "", *tables(target, records, headings=False)]
+           counts(target, records, noun="targets"), "", *tables(target, records, sweep, headings=False)]
     return "\n".join(out), problems
 
 
