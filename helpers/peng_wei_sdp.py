@@ -27,29 +27,38 @@ The method
 ----------
 ADMM on the split :math:`Z = W = V`, with :math:`Z` in the affine set, :math:`W \succeq 0`
 and :math:`V` non-negative off the conflict pattern and zero on it (Boyd et al. 2011, sec.
-7.2, consensus form). Each iteration costs one partial eigendecomposition (only the positive
-eigenpairs, found with LAPACK's ``syevr`` by index; their number is close to the rank of
-the solution) and a few entrywise passes; the penalty is adapted by residual balancing.
+7.2, consensus form). Each iteration costs one eigendecomposition (LAPACK's ``syevr`` by
+index for the few positive eigenpairs of the first iterations, divide and conquer,
+``syevd``, once their number nears the rank of the solution, several times k here) and a few
+entrywise passes; the penalty is fixed at a multiple of n / k (residual balancing is an
+option). By default (``precision="auto"`` with ``tol >= 1e-4``) the iterations run in
+single precision, which halves the eigendecomposition's time; the certificate below is
+computed in double precision and is valid whatever the iterates are.
 
-The bound is never the primal objective. From the ADMM dual variables (the PSD multiplier
-:math:`S` and the sign multiplier :math:`B`) the solver fits the affine multipliers
-:math:`y` by least squares and certifies
+The bound is never the primal objective. A feasible :math:`Z` is non-negative with unit row
+sums, so :math:`\|Z\|_2 \le 1`: it lies in :math:`F = \{Z\mathbf 1 = \mathbf 1,
+\operatorname{tr} Z = k, 0 \preceq Z \preceq I\}`. For the ADMM's sign multiplier
+:math:`B` (clipped to :math:`B_{ij} \ge 0` off the conflicts; free on them) the solver
+certifies
 
 .. math::
 
-    \mathrm{lb}(y, B) = \mathbf 1^\top y + k\,\lambda_{\min}\!\Big(\tfrac12 D
-        - \tfrac12 (y \mathbf 1^\top + \mathbf 1 y^\top) - B\Big)
-        \quad (B_{ij} \ge 0 \text{ off the conflicts}),
+    \mathrm{lb}(B) = \min_{Z \in F} \langle \tfrac12 D - B, Z \rangle
+        = \tfrac1n \mathbf 1^\top M \mathbf 1 + \sum_{i < k} \lambda_i\big(P M P
+        |_{\mathbf 1^\perp}\big), \qquad M = \tfrac12 D - B,\ P = I - \tfrac1n
+        \mathbf 1 \mathbf 1^\top,
 
-which is a lower bound for *any* such :math:`(y, B)`: for feasible :math:`Z`,
-:math:`\tfrac12\langle D, Z\rangle = \mathbf 1^\top y + \langle B, Z\rangle + \langle M, Z
-\rangle \ge \mathbf 1^\top y + k \lambda_{\min}(M)`, since :math:`\langle B, Z \rangle \ge 0`
-and :math:`\langle M, Z \rangle \ge \lambda_{\min}(M) \operatorname{tr} Z` for
-:math:`Z \succeq 0` (the eigenvalue shift :math:`t = \lambda_{\min}(M)` makes the dual
-point feasible). :math:`B` is clipped to be non-negative where it must be, the eigenvalue
-comes from a full ``eigvalsh`` and is lowered by a bound on its rounding error. So the
-bound is valid however early the iterations stop; a longer run only makes it tighter.
-The best certified value over the checks is returned.
+with :math:`\lambda_1 \le \lambda_2 \le \dots` (write :math:`Z = \mathbf 1 \mathbf 1^\top / n
++ Z'` with :math:`Z'` on :math:`\mathbf 1^\perp`, eigenvalues in [0, 1] summing to
+:math:`k - 1`, and apply Ky Fan's minimum principle). It is a lower bound for *any* such
+:math:`B`: for feasible :math:`Z`, :math:`\tfrac12\langle D, Z\rangle = \langle B, Z\rangle +
+\langle M, Z\rangle \ge \mathrm{lb}(B)`, since :math:`\langle B, Z \rangle \ge 0`. It is
+never below the earlier certificate :math:`\mathbf 1^\top y + k\,\lambda_{\min}(M -
+\tfrac12(y\mathbf 1^\top + \mathbf 1 y^\top))` (which minimises over :math:`Z \succeq 0,
+\operatorname{tr} Z = k` only), whatever :math:`y`. The eigenvalues come from a full
+double-precision ``eigvalsh`` and the bound is lowered by a bound on their rounding error.
+So the bound is valid however early the iterations stop; a longer run only makes it
+tighter. The best certified value over the checks is returned.
 
 A certified bound above the one-cluster cost (the total scatter, which every partition's
 cost is at most) proves that no partition satisfies the radius: status ``"infeasible"``.
@@ -67,12 +76,17 @@ import scipy.linalg as sla
 
 from helpers._checks import ParameterError, check_int, check_real, is_torch, like
 
-# Tuned on two moons (n = 300, k = 16): over-relaxation (alpha = 1.6), tighter residual
-# balancing (mu = 3) and a larger initial penalty (30, 100) all took more iterations; a
-# multiplier step of 1.618 (Glowinski's) took slightly fewer than 1.
+# Tuned on two moons (n = 300, k = 16): over-relaxation (alpha = 1.6) and tighter residual
+# balancing (mu = 3) took more iterations; a multiplier step of 1.618 (Glowinski's) took
+# slightly fewer than 1.
 GAMMA = 1.618  # multiplier step length
-RHO0 = 10.0  # initial penalty, for D scaled to unit mean over compatible pairs
-MU = 10.0  # residual balancing: rescale rho when one residual is MU times the other
+# Initial penalty, for D scaled to unit mean over compatible pairs: rho * n / k. The entries of
+# Z are about k / n and those of the multiplier B about 1, so the penalty that balances them
+# grows as n / k. On two moons (k = 16) a fixed 10 took 650 iterations at n = 300 against 240
+# for 2.5 n / k, and the best fixed value grew with n (40-80 at n = 300, 125-250 at n = 1000).
+RHO_PER_SIZE = 2.5
+RHO0 = 10.0  # no longer used by the solver; kept for code that imports it
+MU = 10.0  # residual balancing (adapt_rho): rescale rho when one residual is MU times the other
 
 __all__ = ["PWState", "PengWeiBound", "peng_wei_bound", "certify_dual", "bound_path"]
 
@@ -161,35 +175,54 @@ def _apply_adjoint(G: np.ndarray, u: np.ndarray, s: float) -> np.ndarray:
     return G
 
 
-def _fit_y(G: np.ndarray) -> np.ndarray:
-    """y of the least-squares fit G ~ A*(y, t)."""
-    y, _ = _affine_adjoint_solve(G.sum(1), float(np.trace(G)))
-    return y
+def _fan_bound(M: np.ndarray, k: int) -> float:
+    """A lower bound on min <M, Z> over {Z 1 = 1, tr Z = k, 0 <= Z <= I} (Loewner order),
+    rounding errors included.
+
+    Z = J / n + Z' with Z' on the complement of 1, eigenvalues in [0, 1] summing to k - 1, so
+    the minimum is <M, J> / n plus the sum of the k - 1 smallest eigenvalues of P M P on that
+    complement (Ky Fan). They are those of P M P + c J / n once the shift c moves the
+    eigenvalue of 1 above them; a smaller c only lowers the sum, so any c is valid."""
+    n = len(M)
+    eps = np.finfo(float).eps
+    r = M.mean(1)
+    tot = float(r.mean())
+    c = float(np.linalg.norm(M))  # >= |every eigenvalue of P M P|
+    A = M - r[:, None]
+    A -= r[None, :]
+    A += tot + c / n
+    lam = np.linalg.eigvalsh(A)[: k - 1]
+    # forming A costs a few eps per entry (|r_i|, n |tot| <= ||M||_2); eigvalsh is backward
+    # stable, |error| <= c n eps ||A||_F, and ||A||_F <= 4 ||M||_F + c
+    err = 64 * (n + 1) * eps * (5 * c)
+    mean_err = n * eps * float(np.abs(M).sum())  # of the summation in <M, J> / n
+    return n * tot - mean_err + float(lam.sum()) - (k - 1) * err
 
 
-def _certify(Dh: np.ndarray, C: np.ndarray, k: int, y: np.ndarray, B: np.ndarray) -> float:
-    """lb(y, B) of the module docstring, B clipped where it must be non-negative, minus a
-    bound on the rounding error of the eigenvalue."""
+def _certify(Dh: np.ndarray, C: np.ndarray, k: int, B: np.ndarray) -> float:
+    """lb(B) of the module docstring: B clipped where it must be non-negative, the bound of
+    :func:`_fan_bound` on Dh - B, minus the rounding of Dh - B itself."""
     M = np.where(C, B, np.maximum(B, 0.0))
     np.subtract(Dh, M, out=M)
-    M -= 0.5 * y[:, None]
-    M -= 0.5 * y[None, :]
-    lam = np.linalg.eigvalsh(M)[0]
+    # <M, Z> = <sym M, Z> for symmetric Z, and eigvalsh reads one triangle only: an iterate's
+    # B (single precision) is symmetric only up to rounding
+    M += M.T
+    M *= 0.5
     n = len(M)
-    # eigvalsh is backward stable: |error| <= c n eps ||M||_2 <= c n eps ||M||_F
-    err = 64 * n * np.finfo(float).eps * float(np.linalg.norm(M))
-    ysum = float(y.sum())
-    return float(ysum - 16 * n * np.finfo(float).eps * float(np.abs(y).sum()) + k * (lam - err))
+    # fl(sym(Dh - B)) = sym(Dh - B) + E with |E| <= 2 eps |M|; <E, Z> <= 2 eps max|M| sum(Z),
+    # and sum(Z) = n
+    return float(_fan_bound(M, k) - 2 * n * np.finfo(float).eps * float(np.abs(M).max()))
 
 
 def certify_dual(X: Any, k: int, r: float, y: Any, B: Any) -> float:
     """Certified lower bound of the Peng-Wei radius SDP from any dual point ``(y, B)``.
 
     ``B`` is clipped to non-negative values on compatible pairs (it is free on conflicts),
-    then :math:`\\mathbf 1^\\top y + k\\,\\lambda_{\\min}(\\tfrac12 D - \\tfrac12(y\\mathbf
-    1^\\top + \\mathbf 1 y^\\top) - B)` is returned, lowered by a bound on the eigenvalue's
-    rounding error. It is a lower bound on every radius-r partition's k-means cost, whatever
-    ``y`` and ``B`` are.
+    then :math:`\\mathrm{lb}(B)` of the module docstring is returned, lowered by a bound on
+    its rounding error. It is a lower bound on every radius-r partition's k-means cost,
+    whatever ``B`` is, and at least :math:`\\mathbf 1^\\top y + k\\,\\lambda_{\\min}
+    (\\tfrac12 D - \\tfrac12(y\\mathbf 1^\\top + \\mathbf 1 y^\\top) - B)` for every ``y``
+    (up to rounding).
 
     Parameters
     ----------
@@ -197,6 +230,8 @@ def certify_dual(X: Any, k: int, r: float, y: Any, B: Any) -> float:
     k : int
     r : float > 0
     y : array_like, shape (n,)
+        Multiplier of :math:`Z\\mathbf 1 = \\mathbf 1`; checked for its shape only, since the
+        bound uses those rows exactly (kept for compatibility).
     B : array_like, shape (n, n)
 
     Returns
@@ -205,7 +240,8 @@ def certify_dual(X: Any, k: int, r: float, y: Any, B: Any) -> float:
 
     Examples
     --------
-    With ``y = 0`` and ``B = 0`` the bound is :math:`k\\,\\lambda_{\\min}(D/2) \\le 0`:
+    With ``B = 0`` the bound is the total scatter minus its share in the top k - 1 principal
+    directions; with one-dimensional points that is 0 (up to rounding):
 
     >>> import numpy as np
     >>> X = np.array([[0.0], [1.0], [5.0]])
@@ -222,32 +258,44 @@ def certify_dual(X: Any, k: int, r: float, y: Any, B: Any) -> float:
     if y.shape != (n,) or B.shape != (n, n):
         raise ParameterError(f"y must have shape ({n},) and B ({n}, {n}); got {y.shape} and {B.shape}.")
     D = _distances(X)
-    return _certify(0.5 * D**2, D > 2 * r, k, y, B)
+    return _certify(0.5 * D**2, D > 2 * r, k, B)
 
 
 def _psd_part(M: np.ndarray, rank: int) -> tuple[np.ndarray, int]:
-    """Projection of symmetric M onto the PSD cone, from its positive eigenpairs only:
-    ask LAPACK for the top ``rank + margin`` pairs, and widen until one is non-positive."""
+    """Projection of symmetric M onto the PSD cone. While the positive part is small, ask
+    LAPACK for the top ``rank + margin`` pairs only (widening until one is non-positive);
+    beyond n / 3 of them divide and conquer on the whole spectrum is faster (measured at
+    n = 1000, one thread: 0.19 s against 0.17 s in double, 0.09 s against 0.09 s in single
+    precision, and numpy's ``eigh`` 0.15 s there)."""
     n = len(M)
     p = min(n, max(rank + 8, int(1.25 * rank) + 8))
-    while True:
-        if p >= n // 3:
-            w, Q = np.linalg.eigh(M)
-        else:
-            w, Q = sla.eigh(M, subset_by_index=(n - p, n - 1), driver="evr", check_finite=False)
-        if w[0] <= 0 or p >= n // 3:
-            break
+    while p < n // 3:
+        w, Q = sla.eigh(M, subset_by_index=(n - p, n - 1), driver="evr", check_finite=False)
+        if w[0] <= 0:
+            return _from_pairs(M, w, Q, full=False)
         p = min(n, 2 * p)
-    keep = w > 0
-    Q = Q[:, keep] * np.sqrt(w[keep])
-    return Q @ Q.T, int(keep.sum())
+    w, Q = sla.eigh(M, driver="evd", check_finite=False)
+    return _from_pairs(M, w, Q, full=True)
+
+
+def _from_pairs(M: np.ndarray, w: np.ndarray, Q: np.ndarray, *, full: bool) -> tuple[np.ndarray, int]:
+    """M's PSD part from its eigenpairs (all of them when ``full``): from the positive pairs,
+    or as M minus the negative part when that has fewer pairs."""
+    pos = w > 0
+    npos = int(pos.sum())
+    if full and 2 * npos > len(w):
+        Qn = Q[:, ~pos] * np.sqrt(-w[~pos])
+        return M + Qn @ Qn.T, npos
+    Qp = Q[:, pos] * np.sqrt(w[pos])
+    return Qp @ Qp.T, npos
 
 
 # --------------------------------------------------------------------------- solver
 
 
 def _admm(D2: np.ndarray, C: np.ndarray, k: int, *, tol: float, max_iters: int, time_limit: float,
-          check_every: int, warm: PWState | None, upper: float | None) -> PengWeiBound:
+          check_every: int, warm: PWState | None, upper: float | None, dtype: type = np.float64,
+          rho0: float | None = None, adapt_rho: bool = False) -> PengWeiBound:
     t0 = time.perf_counter()
     n = len(D2)
     Dh = 0.5 * D2
@@ -255,18 +303,18 @@ def _admm(D2: np.ndarray, C: np.ndarray, k: int, *, tol: float, max_iters: int, 
     # Work with D scaled to unit mean over compatible pairs; bounds are scaled back.
     scale = float(Dh[~C].mean()) if (~C).any() else 1.0
     scale = scale if scale > 0 else 1.0
-    Ds = Dh / scale
+    Ds64 = Dh / scale  # for the certificate, always in double precision
+    Ds = Ds64.astype(dtype)
     allowed = ~C
     if warm is not None and warm.Z.shape == (n, n):
-        Z, W, V, U1, U2 = (a.copy() for a in (warm.Z, warm.W, warm.V, warm.U1, warm.U2))
+        Z, W, V, U1, U2 = (a.astype(dtype) for a in (warm.Z, warm.W, warm.V, warm.U1, warm.U2))
         rho, rank = warm.rho, warm.rank
     else:
-        Z = np.full((n, n), 0.0)
-        Z[np.diag_indices(n)] = k / n
-        Z += (1.0 - k / n) / max(n - 1, 1) * (1 - np.eye(n))  # rows sum to 1, trace k
-        W, V = Z.copy(), np.where(allowed, Z, 0.0)
-        U1, U2 = np.zeros((n, n)), np.zeros((n, n))
-        rho, rank = RHO0, n
+        Z = np.full((n, n), (1.0 - k / n) / max(n - 1, 1), dtype=dtype)
+        Z[np.diag_indices(n)] = k / n  # rows sum to 1, trace k
+        W, V = Z.copy(), np.where(allowed, Z, 0.0).astype(dtype)
+        U1, U2 = np.zeros((n, n), dtype), np.zeros((n, n), dtype)
+        rho, rank = RHO_PER_SIZE * n / k if rho0 is None else rho0, n
     history: list[tuple[int, float, float]] = []
     best, status, it = -np.inf, "max_iters", 0
     pval = float("nan")
@@ -288,18 +336,16 @@ def _admm(D2: np.ndarray, C: np.ndarray, k: int, *, tol: float, max_iters: int, 
         W, rank = _psd_part(M, rank)
         U1 = M - W + (GAMMA - 1) * (Z - W)  # scaled multiplier update, step GAMMA
         M = Z + U2
-        V = np.where(allowed, np.maximum(M, 0.0), 0.0)
+        V = np.where(allowed, np.maximum(M, 0.0), 0.0).astype(dtype, copy=False)
         U2 = M - V + (GAMMA - 1) * (Z - V)
-        # residuals (Boyd et al. 2011, sec. 3.3) and residual balancing of rho
+        # residuals (Boyd et al. 2011, sec. 3.3), and residual balancing of rho if asked
         r_pri = np.sqrt(np.linalg.norm(Z - W) ** 2 + np.linalg.norm(Z - V) ** 2)
         r_dual = rho * np.linalg.norm((W - W_old) + (V - V_old))
         zn = max(np.linalg.norm(Z), 1e-300)
         if it % check_every == 0 or it == max_iters:
-            # dual point: S = -rho U1 (PSD), B = -rho U2 (>= 0 off conflicts), y fitted
-            S, B = -rho * U1, -rho * U2
-            y = _fit_y(Ds - B - S)
-            lb = scale * _certify(Ds, C, k, y, B)
-            pval = scale * float((Ds * V).sum())
+            # dual point: B = -rho U2 (>= 0 off conflicts once clipped), in double precision
+            lb = scale * _certify(Ds64, C, k, (-rho) * U2.astype(float))
+            pval = scale * float((Ds64 * V).sum())
             best = max(best, lb)
             history.append((it, best, pval))
             if best > scatter * (1 + 1e-9) + 1e-12:
@@ -313,6 +359,8 @@ def _admm(D2: np.ndarray, C: np.ndarray, k: int, *, tol: float, max_iters: int, 
             if time.perf_counter() - t0 > time_limit:
                 status = "time_limit"
                 break
+        if not adapt_rho:
+            continue
         if r_pri > MU * r_dual:
             rho *= 2.0
             U1 /= 2.0
@@ -322,12 +370,22 @@ def _admm(D2: np.ndarray, C: np.ndarray, k: int, *, tol: float, max_iters: int, 
             U1 *= 2.0
             U2 *= 2.0
     state = PWState(Z, W, V, U1, U2, rho, rank)
-    return PengWeiBound(status, float(max(best, 0.0)), pval, V, it, time.perf_counter() - t0, history, state)
+    return PengWeiBound(status, float(max(best, 0.0)), pval, V.astype(float), it, time.perf_counter() - t0,
+                        history, state)
+
+
+def _iterate_dtype(precision: str, tol: float) -> type:
+    """float32 or float64 for the iterations (see ``precision`` in :func:`peng_wei_bound`)."""
+    if precision not in ("auto", "single", "double"):
+        raise ParameterError(f"precision must be 'auto', 'single' or 'double'; got {precision!r}.")
+    single = precision == "single" or (precision == "auto" and tol >= 1e-4)
+    return np.float32 if single else np.float64
 
 
 def peng_wei_bound(X: Any, k: int, r: float, *, tol: float = 1e-3, max_iters: int = 2000,
                    time_limit: float = 600.0, check_every: int = 10, warm_start: PWState | None = None,
-                   upper: float | None = None, threads: int | None = None) -> PengWeiBound:
+                   upper: float | None = None, threads: int | None = None, precision: str = "auto",
+                   rho0: float | None = None, adapt_rho: bool = False) -> PengWeiBound:
     """Certified lower bound on radius-constrained k-means by ADMM on the Peng-Wei SDP.
 
     Parameters
@@ -352,6 +410,18 @@ def peng_wei_bound(X: Any, k: int, r: float, *, tol: float = 1e-3, max_iters: in
     threads : int or None
         BLAS/LAPACK threads during the solve (restored after); None leaves them as they are.
         On a loaded machine one thread can be several times faster than two.
+    precision : {"auto", "single", "double"}
+        Floating point of the iterations; the certificate is always computed in double
+        precision and valid in both. Single precision halves the time of an
+        eigendecomposition but cannot resolve relative gaps much below 1e-5: ``"auto"`` picks
+        it when ``tol >= 1e-4``, double precision otherwise.
+    rho0 : float or None
+        Initial penalty for D scaled to unit mean over compatible pairs; None for
+        ``2.5 n / k`` (see ``RHO_PER_SIZE``). Ignored with ``warm_start``.
+    adapt_rho : bool
+        Residual balancing of the penalty (Boyd et al. 2011, sec. 3.4.1). Off by default: on
+        two moons (n = 300, k = 16, tol = 1e-2) it lowered the penalty from 2.5 n / k to a
+        quarter of it and took 540 iterations against 190 at the fixed penalty.
 
     Returns
     -------
@@ -378,6 +448,9 @@ def peng_wei_bound(X: Any, k: int, r: float, *, tol: float = 1e-3, max_iters: in
     max_iters = check_int(max_iters, "max_iters", low=1)
     check_every = check_int(check_every, "check_every", low=1)
     time_limit = check_real(time_limit, "time_limit", low=0, low_open=True, hint=" (seconds)")
+    dtype = _iterate_dtype(precision, tol)
+    if rho0 is not None:
+        rho0 = check_real(rho0, "rho0", low=0, low_open=True)
     if n == 1:
         Z = np.ones((1, 1))
         return PengWeiBound("converged", 0.0, 0.0, like(Z, X0) if is_torch(X0) else Z, 0, 0.0)
@@ -389,7 +462,8 @@ def peng_wei_bound(X: Any, k: int, r: float, *, tol: float = 1e-3, max_iters: in
         limit = threadpool_limits(check_int(threads, "threads", low=1))
     with limit:
         out = _admm(D**2, D > 2 * r, k, tol=tol, max_iters=max_iters, time_limit=time_limit,
-                    check_every=check_every, warm=warm_start, upper=upper)
+                    check_every=check_every, warm=warm_start, upper=upper, dtype=dtype, rho0=rho0,
+                    adapt_rho=adapt_rho)
     if is_torch(X0):
         out = PengWeiBound(out.status, out.lower_bound, out.primal_value, like(out.Z, X0), out.iterations,
                            out.seconds, out.history, out.state)

@@ -167,3 +167,67 @@ def test_torch_in_torch_out():
     X = torch.tensor([[0.0, 0.0], [0.0, 1.0], [5.0, 0.0], [5.0, 1.0]], dtype=torch.float64)
     out = peng_wei_bound(X, 2, 1.0)
     assert isinstance(out.Z, torch.Tensor) and out.Z.shape == (4, 4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_single_and_double_precision_iterates_both_certify_below_the_optimum(seed):
+    """The iterates' precision changes the dual point, never the certificate's validity."""
+    g = np.random.default_rng(300 + seed)
+    n, k = int(g.integers(6, 10)), int(g.integers(2, 4))
+    X = tiny(400 + seed, n)
+    lo, hi = feasible_radius_bracket(X, k)
+    r = hi * g.uniform(1.0, 1.3)
+    opt = exact_cost(X, k, r)
+    assert opt is not None  # r = hi is feasible, and so is any larger radius
+    for precision in ("single", "double"):
+        for adapt_rho in (False, True):
+            for iters in (3, 30, 1000):
+                out = peng_wei_bound(X, k, r, tol=1e-4, max_iters=iters, check_every=3,
+                                     precision=precision, adapt_rho=adapt_rho)
+                assert out.status != "infeasible"
+                assert out.lower_bound <= opt + 1e-9, (precision, adapt_rho, iters, out.lower_bound, opt)
+    # a long single-precision run is still tight: within 0.5 % of the double-precision one
+    single = peng_wei_bound(X, k, r, tol=1e-4, max_iters=3000, precision="single")
+    double = peng_wei_bound(X, k, r, tol=1e-6, max_iters=3000, precision="double")
+    assert single.lower_bound >= double.lower_bound - 5e-3 * max(1.0, abs(double.lower_bound))
+
+
+def _fan_minimum_by_cvxpy(M, k):
+    """min <M, Z> over {Z 1 = 1, tr Z = k, 0 <= Z <= I} by Clarabel: the certificate's oracle."""
+    cp = pytest.importorskip("cvxpy")
+    n = len(M)
+    Z = cp.Variable((n, n), symmetric=True)
+    cons = [Z @ np.ones(n) == 1, cp.trace(Z) == k, Z >> 0, np.eye(n) - Z >> 0]
+    prob = cp.Problem(cp.Minimize(cp.trace(M @ Z)), cons)
+    prob.solve(solver="CLARABEL")
+    return prob.value
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_certificate_is_the_exact_minimum_over_the_spectral_set(seed):
+    """certify_dual = min over {Z 1 = 1, tr Z = k, 0 <= Z <= I} of <D/2 - B, Z> (up to the rounding
+    allowance), and never below the older 1'y + k lambda_min bound, whatever y."""
+    g = np.random.default_rng(500 + seed)
+    n, k = 7, int(g.integers(1, 5))
+    X = tiny(600 + seed, n)
+    r = 0.6 * np.ptp(X, 0).max()
+    B = np.abs(g.normal(size=(n, n)))
+    B = B + B.T
+    D2 = ((X[:, None] - X[None]) ** 2).sum(-1)
+    conflicts = np.sqrt(D2) > 2 * r
+    lb = certify_dual(X, k, r, np.zeros(n), B)
+    ref = _fan_minimum_by_cvxpy(D2 / 2 - B, k)
+    assert abs(lb - ref) <= 1e-5 * max(1.0, abs(ref)), (lb, ref)
+    for _ in range(5):
+        y = g.normal(size=n)
+        M = D2 / 2 - np.where(conflicts, B, np.maximum(B, 0)) - (y[:, None] + y[None, :]) / 2
+        older = y.sum() + k * np.linalg.eigvalsh(M)[0]
+        assert lb >= older - 1e-9 * max(1.0, abs(older))
+
+
+def test_bad_precision_and_penalty_are_rejected():
+    X = np.array([[0.0], [1.0], [3.0]])
+    with pytest.raises(ParameterError):
+        peng_wei_bound(X, 2, 1.0, precision="half")
+    with pytest.raises(ParameterError):
+        peng_wei_bound(X, 2, 1.0, rho0=0.0)
