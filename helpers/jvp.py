@@ -58,6 +58,23 @@ class _Trace:
         self.inplace = {n for n in self.nodes if n.op.startswith("call") and _is_inplace(n, gm)}
         self.modules = {n: gm.get_submodule(n.target) for n in self.nodes if n.op == "call_module"}
         self.rules: dict = {}  # filled lazily: a node that never carries a tangent needs no rule
+        self.output = next(n for n in self.nodes if n.op == "output")
+        # With in-place ops a value lives on under other names: keep every value to the end.
+        self.dead_after = {} if self.inplace else _last_uses(self.nodes)
+
+
+def _last_uses(nodes: list) -> dict:
+    """Node -> the nodes it is the last reader of (the output node is never one: outputs stay)."""
+    seen, dead_after = set(), {}
+    for node in reversed(nodes):
+        if node.op == "output":
+            seen.update(node.all_input_nodes)
+            continue
+        for arg in node.all_input_nodes:
+            if arg not in seen:
+                seen.add(arg)
+                dead_after.setdefault(node, []).append(arg)
+    return dead_after
 
 
 def _model_tensors(model: nn.Module) -> tuple[list, list]:
@@ -263,7 +280,10 @@ def _slope_rule(slope_of: Callable[[torch.Tensor], torch.Tensor], op: Callable):
 def _relu(call, x, *rest, **kw):
     y = call(x, *rest, **kw)
     code = _code(y)  # relu(x) > 0 exactly where x > 0, and y survives an in-place ReLU
-    return y, _unit(code, _backward_kernel(torch.ops.aten.threshold_backward, 0))
+    return y, _unit(code, _RELU_KERNEL)
+
+
+_RELU_KERNEL = _backward_kernel(torch.ops.aten.threshold_backward, 0)
 
 
 def _leaky_relu(call, x, slope, *rest, **kw):
@@ -651,54 +671,64 @@ def _f_pad(node, args, kwargs, has_t):
 # Module rules --------------------------------------------------------------------------------
 
 
-def _module_rule(node, mod, args, kwargs, has_t):
-    """The rule for a submodule call: the primal is ``mod(*args)``; the tangent drops biases."""
-    x = args[0]
+def _module_rule(node, mod):
+    """The rule for calls of the submodule ``mod``, chosen once per trace: the primal is
+    ``mod(x)``, the tangent drops the biases."""
     what = f"{type(mod).__name__}"
     if not isinstance(mod, _SUPPORTED_MODULES):
         raise _unsupported(node, what, "it is not an affine layer or a CPA nonlinearity")
-    if any(has_t[1:]) or kwargs:
-        raise _unsupported(node, what, "it is called with extra arguments")
+    call = _module_call(node, mod, what)
+
+    def rule(node, args, kwargs, has_t):
+        if any(has_t[1:]) or kwargs:
+            raise _unsupported(node, what, "it is called with extra arguments")
+        return call(args[0])
+    return rule
+
+
+def _module_call(node, mod, what):
+    """``x -> (mod(x), tangent function)`` for the module's type."""
     if isinstance(mod, nn.Linear):
-        return mod(x), _fresh(lambda K, ta: F.linear(ta[0], mod.weight))
+        return lambda x: (mod(x), _fresh(lambda K, ta: F.linear(ta[0], mod.weight)))
     if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return mod(x), _fresh(lambda K, ta: mod._conv_forward(_conv_input(ta[0], K), mod.weight, None))
+        return lambda x: (mod(x), _fresh(lambda K, ta: mod._conv_forward(_conv_input(ta[0], K), mod.weight, None)))
     if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(mod.kernel_size)]
-        return mod(x), _fresh(lambda K, ta: fn(_conv_input(ta[0], K), mod.weight, None, mod.stride, mod.padding,
-                                                mod.output_padding, mod.groups, mod.dilation))
+        return lambda x: (mod(x), _fresh(lambda K, ta: fn(_conv_input(ta[0], K), mod.weight, None, mod.stride,
+                                                           mod.padding, mod.output_padding, mod.groups, mod.dilation)))
     if isinstance(mod, nn.ReLU):
-        return _relu(mod, x)
+        return lambda x: _relu(mod, x)
     if isinstance(mod, nn.LeakyReLU):
-        return _leaky_relu(mod, x, mod.negative_slope)
+        return lambda x: _leaky_relu(mod, x, mod.negative_slope)
     if isinstance(mod, nn.Hardtanh):  # includes ReLU6
-        return _hardtanh(mod, x, mod.min_val, mod.max_val)
+        return lambda x: _hardtanh(mod, x, mod.min_val, mod.max_val)
     if isinstance(mod, nn.PReLU):
-        return _slope_rule(_prelu_slope(mod.weight), mod)(node, args, {}, has_t)
+        return lambda x: _slope_rule(_prelu_slope(mod.weight), mod)(node, (x,), {}, None)
     if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
         nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
         fn = {1: F.max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}[nd]
-        return _pool_module(node, x, nd, mod.return_indices,
-                            lambda: fn(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode))
+        return lambda x: _pool_module(node, x, nd, mod.return_indices, lambda: fn(
+            x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode))
     if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
         nd = {nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}[type(mod)]
         fn = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}[nd]
-        return _pool_module(node, x, nd, mod.return_indices, lambda: fn(x, mod.output_size, return_indices=True))
+        return lambda x: _pool_module(node, x, nd, mod.return_indices, lambda: fn(x, mod.output_size, return_indices=True))
     if isinstance(mod, nn.modules.batchnorm._BatchNorm):
         if mod.training or mod.running_var is None:
             raise _unsupported(node, f"{what} in training mode" if mod.training else f"{what} without running statistics",
                                "normalizing by the batch's statistics is not affine and mixes samples; call model.eval()")
-        scale = _bn_scale(mod.running_var, mod.weight, mod.eps, x.dim())
-        return mod(x), _scale_tangent(scale)
+        return lambda x: (mod(x), _scale_tangent(_bn_scale(mod.running_var, mod.weight, mod.eps, x.dim())))
     if isinstance(mod, nn.modules.dropout._DropoutNd):
         if mod.training and mod.p > 0:
             raise _unsupported(node, f"{what} in training mode", "its random mask differs between calls; call model.eval()")
-        return mod(x), lambda K, ta: ta[0]
+        return lambda x: (mod(x), lambda K, ta: ta[0])
     if isinstance(mod, (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)):
-        return mod(x), lambda K, ta: F.pad(ta[0], mod.padding, value=0.0)  # the constant is an offset
+        return lambda x: (mod(x), lambda K, ta: F.pad(ta[0], mod.padding, value=0.0))  # the constant is an offset
     if isinstance(mod, _LINEAR_MODULES):
-        out = mod(x)
-        return out, lambda K, ta: _batch_preserving(node, out, K)(mod(ta[0]), out)
+        def linear(x):
+            out = mod(x)
+            return out, lambda K, ta: _batch_preserving(node, out, K)(mod(ta[0]), out)
+        return linear
     raise _unsupported(node, what, "it is not an affine layer or a CPA nonlinearity")
 
 
@@ -832,8 +862,7 @@ def _rule_for(node: fx.Node, trace: _Trace):
 
 def _find_rule(node: fx.Node, trace: _Trace):
     if node.op == "call_module":
-        mod = trace.modules[node]
-        return lambda n, args, kwargs, has_t: _module_rule(n, mod, args, kwargs, has_t)
+        return _module_rule(node, trace.modules[node])
     if node.op == "call_function":
         rule = FUNCTION_RULES.get(node.target)
         name = getattr(node.target, "__name__", str(node.target))
@@ -845,69 +874,104 @@ def _find_rule(node: fx.Node, trace: _Trace):
     return rule
 
 
-def _primal_pass(trace: _Trace, x: torch.Tensor):
-    """Run the model, recording for each tangent-carrying node its tangent operation."""
+def _primal_steps(trace: _Trace, x: torch.Tensor, env: dict):
+    """Run the model node by node into ``env``, yielding ``(node, tangent, args, alias, release)``
+    for each node whose value depends on the input, as soon as its rule has run.
+
+    A value leaves ``env`` after its last reader, as in the model's own forward, so that the
+    allocator hands its memory to the next step (the codes live on in the tangent functions);
+    ``release`` names the tangents that are dead once this step's tangent is computed.
+    """
     gm, placeholders = trace.gm, trace.placeholders
-    env: dict = {}
     carries: set = set()  # nodes whose value depends on the input
-    program = []          # (node, tangent function, args with nodes) in execution order
     if len(placeholders) != 1 and any(not n.args for n in placeholders[1:]):
         raise UnsupportedLayerError(f"{type(gm).__name__}.forward takes {len(placeholders)} inputs; "
                                     "the CPA JVP supports models with one tensor input")
-    output_node = None
     _STATE.mutates = bool(trace.inplace)
+    release: list = []
     for node in trace.nodes:
-        if node.op == "placeholder":
-            env[node] = x if node is placeholders[0] else (node.args[0] if node.args else None)
-            if node is placeholders[0]:
-                carries.add(node)
-            continue
-        if node.op == "get_attr":
-            env[node] = _fetch_attr(gm, node.target)
-            continue
         if node.op == "output":
-            output_node = node
             break
-        args = fx.node.map_arg(node.args, env.__getitem__)
-        kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
-        has_t = [isinstance(a, fx.Node) and a in carries or _nested_carries(a, carries) for a in node.args]
-        if not any(has_t) and not any(_nested_carries(v, carries) for v in node.kwargs.values()):
-            env[node] = _run(node, trace, args, kwargs)  # a constant computation: no tangent
-            continue
-        if any(_nested_carries(v, carries) for v in node.kwargs.values()):
-            raise _unsupported(node, f"'{node.target}'", "an input-dependent tensor is passed as a keyword argument")
-        out, tangent = _rule_for(node, trace)(node, args, kwargs, has_t)
-        env[node] = out
-        if tangent is not None:
+        step = _primal_step(node, trace, x, env, carries)
+        release += trace.dead_after.get(node, ())
+        if step is not None:
+            yield (*step, release)
+            release = []
+        for dead in trace.dead_after.get(node, ()):
+            del env[dead]
+
+
+def _primal_step(node: fx.Node, trace: _Trace, x: torch.Tensor, env: dict, carries: set):
+    """Compute ``env[node]``; for a node that carries a tangent, return ``(node, tangent, args, alias)``."""
+    if node.op == "placeholder":
+        first = node is trace.placeholders[0]
+        env[node] = x if first else (node.args[0] if node.args else None)
+        if first:
             carries.add(node)
-            # An in-place op also changes its input: later uses of the input see the new tangent.
-            alias = _aliases(node, env, carries) if node in trace.inplace and isinstance(node.args[0], fx.Node) else ()
-            program.append((node, tangent, node.args, alias))
-    return env, carries, program, output_node
+        return None
+    if node.op == "get_attr":
+        env[node] = _fetch_attr(trace.gm, node.target)
+        return None
+    args = fx.node.map_arg(node.args, env.__getitem__)
+    kwargs = fx.node.map_arg(node.kwargs, env.__getitem__) if node.kwargs else {}
+    has_t = [isinstance(a, fx.Node) and a in carries or _nested_carries(a, carries) for a in node.args]
+    t_kwargs = node.kwargs and any(_nested_carries(v, carries) or isinstance(v, fx.Node) and v in carries
+                                   for v in node.kwargs.values())
+    if not any(has_t) and not t_kwargs:
+        env[node] = _run(node, trace, args, kwargs)  # a constant computation: no tangent
+        return None
+    if t_kwargs:
+        raise _unsupported(node, f"'{node.target}'", "an input-dependent tensor is passed as a keyword argument")
+    out, tangent = _rule_for(node, trace)(node, args, kwargs, has_t)
+    env[node] = out
+    if tangent is None:
+        return None
+    carries.add(node)
+    # An in-place op also changes its input: later uses of the input see the new tangent.
+    alias = _aliases(node, env, carries) if node in trace.inplace and isinstance(node.args[0], fx.Node) else ()
+    return node, tangent, node.args, alias
 
 
 def _reuse_buffers(program: list) -> list:
-    """Swap in the in-place variant of a tangent operation where the tangent it overwrites is a
-    fresh tensor (made by its producer, shared with no other tangent) that nothing reads later.
+    """``program`` with :func:`_reuse_step` applied to every step."""
+    shared = _shared_tangents(program)
+    fresh: set = set()
+    return [(node, _reuse_step(node, tangent, args, fresh, shared), args, *rest)
+            for node, tangent, args, *rest in program]
+
+
+def _shared_tangents(program: list) -> set:
+    """Nodes that take part in the model's own in-place ops: they share tangents under several names."""
+    return {a for _, _, _, alias, _ in program for a in alias} | {node for node, _, _, alias, _ in program if alias}
+
+
+def _reuse_step(node: fx.Node, tangent: Callable, args, fresh: set, shared: set = frozenset()) -> Callable:
+    """The in-place variant of a tangent operation where the tangent it overwrites is a fresh
+    tensor (made by its producer, shared with no other tangent) that nothing reads later; else
+    ``tangent`` itself. Records in ``fresh`` whether the node's own tangent is fresh.
 
     The graph's ``users`` tell who reads a node; the output node counts as a reader, so returned
-    tangents are never overwritten. Nodes that take part in the model's own in-place ops share
-    tangents under several names and are left alone.
+    tangents are never overwritten.
     """
-    shared = {a for *_, alias in program for a in alias} | {node for node, *_, alias in program if alias}
-    fresh, result = set(), []
-    for node, tangent, args, alias in program:
-        readers = []
-        fx.node.map_arg(args, readers.append)
-        for pos, variant in getattr(tangent, "inplace", {}).items():
-            source = args[pos] if pos < len(args) else None
-            if source in fresh and source not in shared and len(source.users) == 1 and readers.count(source) == 1:
-                tangent = _fresh(variant)
-                break
-        if getattr(tangent, "fresh", False):
-            fresh.add(node)
-        result.append((node, tangent, args, alias))
-    return result
+    readers = []
+    fx.node.map_arg(args, readers.append)
+    for pos, variant in getattr(tangent, "inplace", {}).items():
+        source = args[pos] if pos < len(args) else None
+        if source in fresh and source not in shared and len(source.users) == 1 and readers.count(source) == 1:
+            tangent = _fresh(variant)
+            break
+    if getattr(tangent, "fresh", False):
+        fresh.add(node)
+    return tangent
+
+
+def _tangent_step(tenv: dict, K: int, node, tangent, args, alias, release) -> None:
+    """Compute one node's tangent into ``tenv`` and drop the tangents nothing reads any more."""
+    t = tenv[node] = tangent(K, fx.node.map_aggregate(args, lambda a: tenv.get(a) if isinstance(a, fx.Node) else None))
+    for a in alias:
+        tenv[a] = t
+    for dead in release:
+        tenv.pop(dead, None)
 
 
 def _aliases(node: fx.Node, env: dict, carries: set) -> tuple:
@@ -1014,37 +1078,44 @@ def linearize(model: nn.Module, x: torch.Tensor, *, reuse_buffers: bool = True):
     >>> jvp_fn(torch.eye(2)[None]).shape  # K = 2 tangents per sample: the Jacobian's columns
     torch.Size([1, 2, 2])
     """
+    trace, weights_need_grad = _prepare(model, x)
+    env: dict = {}
+    program = list(_primal_steps(trace, x, env))
+    reusing = _reuse_buffers(program) if reuse_buffers else program
+    y = fx.node.map_arg(trace.output.args[0], env.__getitem__)
+    outputs = {n: env[n] for n in trace.output.all_input_nodes}  # keep only what the tangent pass needs
+    del env
+
+    def jvp_fn(v: torch.Tensor):
+        K, tenv, stacked = _tangent_input(trace, x, v)
+        # In-place steps would break autograd through the tangent pass: keep them for no-grad use.
+        builds_graph = torch.is_grad_enabled() and (weights_need_grad or x.requires_grad or v.requires_grad)
+        for step in (program if builds_graph else reusing):
+            _tangent_step(tenv, K, *step)
+        return _tangent_output(trace, outputs, tenv, K, x.shape[0], stacked)
+
+    return y, jvp_fn
+
+
+def _prepare(model: nn.Module, x: torch.Tensor) -> tuple[_Trace, bool]:
+    """Check the call, and return the model's trace and whether any of its weights requires grad."""
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     modules, tensors = _model_tensors(model)
     _check_inputs(model, x, tensors)
-    trace = _trace(model, modules, tensors)
-    env, carries, program, output_node = _primal_pass(trace, x)
-    reusing = _reuse_buffers(program) if reuse_buffers else program
-    weights_need_grad = any(t.requires_grad for t in tensors)
-    y = fx.node.map_arg(output_node.args[0], env.__getitem__)
-    out_spec = output_node.args[0]
+    return _trace(model, modules, tensors), any(t.requires_grad for t in tensors)
 
-    source = trace.placeholders[0]
-    outputs = {n: env[n] for n in output_node.all_input_nodes}  # keep only what the tangent pass needs
-    del env
 
-    def jvp_fn(v: torch.Tensor):
-        K = _tangent_count(x, v)
-        B = x.shape[0]
-        stacked = v.shape != x.shape  # the (B, K, ...) form, K = 1 included: flatten it and restore it
-        t0 = v.reshape(B * K, *x.shape[1:]) if stacked else v
-        tenv = {source: t0}
-        get = tenv.get
-        # In-place steps would break autograd through the tangent pass: keep them for no-grad use.
-        builds_graph = torch.is_grad_enabled() and (weights_need_grad or x.requires_grad or v.requires_grad)
-        for node, tangent, args, alias in (program if builds_graph else reusing):
-            t = tenv[node] = tangent(K, fx.node.map_aggregate(args, lambda a: get(a) if isinstance(a, fx.Node) else None))
-            for a in alias:
-                tenv[a] = t
-        return fx.node.map_arg(out_spec, lambda n: _finish(outputs[n], get(n), K, B, stacked))
+def _tangent_input(trace: _Trace, x: torch.Tensor, v: torch.Tensor) -> tuple[int, dict, bool]:
+    """K, the tangent environment holding ``v`` as B*K rows, and whether ``v`` came as (B, K, ...)."""
+    K = _tangent_count(x, v)
+    stacked = v.shape != x.shape  # the (B, K, ...) form, K = 1 included: flatten it and restore it
+    t0 = v.reshape(x.shape[0] * K, *x.shape[1:]) if stacked else v
+    return K, {trace.placeholders[0]: t0}, stacked
 
-    return y, jvp_fn
+
+def _tangent_output(trace: _Trace, outputs: dict, tenv: dict, K: int, B: int, stacked: bool):
+    return fx.node.map_arg(trace.output.args[0], lambda n: _finish(outputs[n], tenv.get(n), K, B, stacked))
 
 
 def _finish(primal, t, K, B, stacked):
@@ -1093,5 +1164,19 @@ def jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor):
     >>> y.tolist(), jv.tolist()
     ([[1.0, -0.10000000149011612]], [[3.0, 0.5]])
     """
-    y, jvp_fn = linearize(model, x)
-    return y, jvp_fn(v)
+    trace, weights_need_grad = _prepare(model, x)
+    if trace.inplace:  # its tangents are renamed along the way: plan the buffer reuse on the whole program
+        y, jvp_fn = linearize(model, x)
+        return y, jvp_fn(v)
+    K, tenv, stacked = _tangent_input(trace, x, v)
+    builds_graph = torch.is_grad_enabled() and (weights_need_grad or x.requires_grad or v.requires_grad)
+    # One walk: each tangent step runs right after its primal step, while the code it reads is still
+    # in cache, and both values are dropped after their last reader, as in the model's forward.
+    env: dict = {}
+    fresh: set = set()
+    for node, tangent, args, alias, release in _primal_steps(trace, x, env):
+        if not builds_graph:
+            tangent = _reuse_step(node, tangent, args, fresh)
+        _tangent_step(tenv, K, node, tangent, args, alias, release)
+    y = fx.node.map_arg(trace.output.args[0], env.__getitem__)
+    return y, _tangent_output(trace, env, tenv, K, x.shape[0], stacked)

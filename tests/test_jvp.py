@@ -550,6 +550,32 @@ def test_linearize_reuses_codes_across_calls():
     assert all(torch.equal(t, t0) for t, t0 in zip((v1, v2, V), inputs))
 
 
+@pytest.mark.parametrize("K", [None, 1, 3])
+@pytest.mark.parametrize("name", ZOO)
+def test_one_walk_jvp_matches_linearize_and_oracle(name, K):
+    # jvp() runs each tangent step right after its primal step and drops dead values on the way;
+    # linearize() runs the whole primal first. Same codes, same tangent operations.
+    model, shape = ZOO[name]()
+    x, v = sample_xv(shape, 3, 71, K)
+    assert_matches_func_jvp(model, x, v, K)
+    y, jv = jvp(model, x, v)
+    y_lin, jvp_fn = linearize(model, x)
+    assert torch.equal(y, y_lin)
+    assert rel_err(jv, jvp_fn(v)) <= F64_TOL
+
+
+class KwargInput(nn.Module):
+    def forward(self, x):
+        return torch.add(input=x, other=1.0)
+
+
+def test_tensor_passed_by_keyword_is_refused_not_dropped():
+    # Before, an input-dependent keyword argument made the node look constant: a zero tangent.
+    x = sample((3,), 2, 72)
+    with pytest.raises(UnsupportedLayerError, match="keyword argument"):
+        jvp(KwargInput(), x, x)
+
+
 @pytest.mark.parametrize("name", ["resnet", "vgg", "generator", "misc", "maxnet"])
 def test_buffer_reuse_changes_no_result(name):
     model, shape = ZOO[name]()
