@@ -293,6 +293,29 @@ def _from_pairs(M: np.ndarray, w: np.ndarray, Q: np.ndarray, *, full: bool) -> t
 # --------------------------------------------------------------------------- solver
 
 
+def _admm_step(Ds: np.ndarray, allowed: np.ndarray, k: int, rho: float, W: np.ndarray, V: np.ndarray,
+               U1: np.ndarray, U2: np.ndarray, rank: int) -> tuple:
+    """One ADMM iteration on Z = W = V; returns (Z, W, V, U1, U2, rank), in the iterates' dtype."""
+    # Z-step: minimise <Ds, Z> + rho/2 (|Z - W + U1|^2 + |Z - V + U2|^2) over
+    # {Z 1 = 1, tr Z = k}: project (W - U1 + V - U2)/2 - Ds/(2 rho) onto that set
+    G = W - U1
+    G += V
+    G -= U2
+    G *= 0.5
+    G -= Ds / (2 * rho)
+    G = 0.5 * (G + G.T)
+    u, s = _affine_adjoint_solve(G.sum(1) - 1.0, float(np.trace(G)) - k)
+    Z = _apply_adjoint(G, u, s)
+    # W-step: PSD projection; V-step: sign and zero pattern
+    M = Z + U1
+    W, rank = _psd_part(M, rank)
+    U1 = M - W + (GAMMA - 1) * (Z - W)  # scaled multiplier update, step GAMMA
+    M = Z + U2
+    V = np.where(allowed, np.maximum(M, 0.0), 0.0).astype(M.dtype, copy=False)
+    U2 = M - V + (GAMMA - 1) * (Z - V)
+    return Z, W, V, U1, U2, rank
+
+
 def _admm(D2: np.ndarray, C: np.ndarray, k: int, *, tol: float, max_iters: int, time_limit: float,
           check_every: int, warm: PWState | None, upper: float | None, dtype: type = np.float64,
           rho0: float | None = None, adapt_rho: bool = False) -> PengWeiBound:
@@ -318,31 +341,14 @@ def _admm(D2: np.ndarray, C: np.ndarray, k: int, *, tol: float, max_iters: int, 
     history: list[tuple[int, float, float]] = []
     best, status, it = -np.inf, "max_iters", 0
     pval = float("nan")
-    ones_k = (1.0, float(k))
     for it in range(1, max_iters + 1):
-        # Z-step: minimise <Ds, Z> + rho/2 (|Z - W + U1|^2 + |Z - V + U2|^2) over
-        # {Z 1 = 1, tr Z = k}: project (W - U1 + V - U2)/2 - Ds/(2 rho) onto that set
-        G = W - U1
-        G += V
-        G -= U2
-        G *= 0.5
-        G -= Ds / (2 * rho)
-        G = 0.5 * (G + G.T)
-        u, s = _affine_adjoint_solve(G.sum(1) - ones_k[0], float(np.trace(G)) - ones_k[1])
-        Z = _apply_adjoint(G, u, s)
-        # W-step: PSD projection; V-step: sign and zero pattern
         W_old, V_old = W, V
-        M = Z + U1
-        W, rank = _psd_part(M, rank)
-        U1 = M - W + (GAMMA - 1) * (Z - W)  # scaled multiplier update, step GAMMA
-        M = Z + U2
-        V = np.where(allowed, np.maximum(M, 0.0), 0.0).astype(dtype, copy=False)
-        U2 = M - V + (GAMMA - 1) * (Z - V)
-        # residuals (Boyd et al. 2011, sec. 3.3), and residual balancing of rho if asked
-        r_pri = np.sqrt(np.linalg.norm(Z - W) ** 2 + np.linalg.norm(Z - V) ** 2)
-        r_dual = rho * np.linalg.norm((W - W_old) + (V - V_old))
-        zn = max(np.linalg.norm(Z), 1e-300)
-        if it % check_every == 0 or it == max_iters:
+        Z, W, V, U1, U2, rank = _admm_step(Ds, allowed, k, rho, W, V, U1, U2, rank)
+        check = it % check_every == 0 or it == max_iters
+        if check or adapt_rho:  # residuals (Boyd et al. 2011, sec. 3.3): only when used
+            r_pri = np.sqrt(np.linalg.norm(Z - W) ** 2 + np.linalg.norm(Z - V) ** 2)
+            zn = max(np.linalg.norm(Z), 1e-300)
+        if check:
             # dual point: B = -rho U2 (>= 0 off conflicts once clipped), in double precision
             lb = scale * _certify(Ds64, C, k, (-rho) * U2.astype(float))
             pval = scale * float((Ds64 * V).sum())
@@ -361,6 +367,7 @@ def _admm(D2: np.ndarray, C: np.ndarray, k: int, *, tol: float, max_iters: int, 
                 break
         if not adapt_rho:
             continue
+        r_dual = rho * np.linalg.norm((W - W_old) + (V - V_old))
         if r_pri > MU * r_dual:
             rho *= 2.0
             U1 /= 2.0
