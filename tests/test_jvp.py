@@ -564,6 +564,42 @@ def test_one_walk_jvp_matches_linearize_and_oracle(name, K):
     assert rel_err(jv, jvp_fn(v)) <= F64_TOL
 
 
+@pytest.mark.parametrize("kernel, stride, dilation", [(2, None, 1), (3, 2, 1), (3, 1, 2), (1, 2, 1), (4, 3, 1)])
+@pytest.mark.parametrize("values", ["random", "ties", "nan"])
+def test_max_pool1d_indices_match_pytorch(kernel, stride, dilation, values):
+    # The 1-D pooling's indices come from comparisons, not from PyTorch's kernel with indices:
+    # they must be the same indices, ties (first entry) and NaN (last NaN) included.
+    from helpers.jvp import _max_pool1d_with_indices
+    x = sample((4, 13), 3, 73)
+    if values == "ties":
+        x = x.round()
+    if values == "nan":
+        x[x > 0.8] = float("nan")
+    ref_values, ref_idx = F.max_pool1d_with_indices(x, kernel, stride, 0, dilation)
+    got_values, got_idx = _max_pool1d_with_indices(x, kernel, stride, 0, dilation)
+    assert torch.equal(got_idx, ref_idx)
+    assert torch.equal(got_values.nan_to_num(), ref_values.nan_to_num())
+
+
+class Pool1dFunctional(nn.Module):
+    def __init__(self, **pool):
+        super().__init__()
+        self.conv, self.pool = nn.Conv1d(2, 3, 3), pool
+
+    def forward(self, x):
+        return F.max_pool1d(F.relu(self.conv(x)), **self.pool)
+
+
+@pytest.mark.parametrize("K", [None, 3])
+@pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=3, stride=2, dilation=2),
+                                  dict(kernel_size=2, padding=1), dict(kernel_size=3, ceil_mode=True)])
+def test_max_pool1d_fast_and_fallback_paths_match_func_jvp(pool, K):
+    torch.manual_seed(74)
+    model = finish(Pool1dFunctional(**pool), 74)
+    x, v = sample_xv((2, 15), 3, 75, K)
+    assert_matches_func_jvp(model, x, v, K)
+
+
 class KwargInput(nn.Module):
     def forward(self, x):
         return torch.add(input=x, other=1.0)
