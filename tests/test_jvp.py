@@ -600,6 +600,36 @@ def test_max_pool1d_fast_and_fallback_paths_match_func_jvp(pool, K):
     assert_matches_func_jvp(model, x, v, K)
 
 
+class DoubledLinear(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def test_primal_takes_the_module_call_where_hooks_or_subclasses_could_change_it():
+    # Plain Linear/ReLU/LeakyReLU layers run their kernels directly in the primal pass; a hook,
+    # a global hook or a subclass must still be honoured, so y stays model(x) bit for bit.
+    torch.manual_seed(76)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), DoubledLinear(4, 4), nn.LeakyReLU(0.2)).double().eval()
+    x, v = sample((3,), 5, 77), sample((3,), 5, 78)
+    seen = []
+    handle = model[1].register_forward_hook(lambda mod, inp, out: seen.append(mod))
+    try:
+        y, _ = jvp(model, x, v)
+        assert seen == [model[1]]
+        with torch.no_grad():
+            assert torch.equal(y, model(x))
+    finally:
+        handle.remove()
+    shift = nn.modules.module.register_module_forward_hook(lambda mod, inp, out: out + 1 if mod is model[0] else None)
+    try:
+        y, _ = jvp(model, x, v)
+        with torch.no_grad():
+            assert torch.equal(y, model(x))
+    finally:
+        shift.remove()
+    assert_matches_func_jvp(model, x, v, None)
+
+
 class KwargInput(nn.Module):
     def forward(self, x):
         return torch.add(input=x, other=1.0)
