@@ -241,11 +241,29 @@ def _gather(t: torch.Tensor, idx: torch.Tensor, dim: int, K: int) -> torch.Tenso
     return out.reshape(B * K, *idx.shape[1:])
 
 
-def _pool_gather(t: torch.Tensor, idx: torch.Tensor, K: int) -> torch.Tensor:
+def _pool_gather(t: torch.Tensor, idx: "_Code", K: int) -> torch.Tensor:
     """Max-pool tangent: gather the flattened spatial positions PyTorch's pooling returned."""
-    N, C = idx.shape[:2]
-    out = _gather(t.flatten(2), idx.flatten(2), 2, K)
-    return out.view(out.shape[0], C, *idx.shape[2:])
+    if t.dim() == 4 and t.shape[1] >= 32 and _is_channels_last(t):
+        return _pool_gather_channels_last(t, idx.like(t), K)
+    N, C = idx.plain.shape[:2]
+    out = _gather(t.flatten(2), idx.plain.flatten(2), 2, K)
+    return out.view(out.shape[0], C, *idx.plain.shape[2:])
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _pool_gather_channels_last(t: torch.Tensor, idx: torch.Tensor, K: int) -> torch.Tensor:
+    """The gather on the (N, H*W, C) view of a channels-last tangent, with the index in the same
+    layout (converted once per code): flattening the spatial axes of a channels-last tensor copies
+    it. The output is channels-last too. From 32 channels on this is 1.2-1.8x faster than copy and
+    gather on the VGG block's K-tangent batches; with fewer channels (LeNet's 6 and 16) the short
+    inner axis makes it 1.5x slower."""
+    B, C, h, w = idx.shape
+    tk = t.permute(0, 2, 3, 1).reshape(B, K, -1, C)
+    ik = idx.permute(0, 2, 3, 1).reshape(B, 1, h * w, C).expand(B, K, h * w, C)
+    return tk.gather(2, ik).view(B * K, h, w, C).permute(0, 3, 1, 2)
 
 
 def _batch_preserving(node, out, K):
@@ -798,9 +816,10 @@ def _pool_module(node, x, nd, return_indices, call):
     if x.dim() != nd + 2:
         raise _unsupported(node, f"{nd}-D max pooling", f"it needs a batched {nd + 2}-D input, got {x.dim()}-D")
     values, idx = call()
+    code = _Code(idx)
 
     def tangent(K, ta):
-        t = _pool_gather(ta[0], idx, K)
+        t = _pool_gather(ta[0], code, K)
         return (t, None) if return_indices else t
     return ((values, idx) if return_indices else values), (tangent if return_indices else _fresh(tangent))
 

@@ -630,6 +630,22 @@ def test_primal_takes_the_module_call_where_hooks_or_subclasses_could_change_it(
     assert_matches_func_jvp(model, x, v, None)
 
 
+@pytest.mark.parametrize("K", [None, 1, 3])
+def test_max_pool2d_on_channels_last_tangents(K):
+    # From 32 channels on, a channels-last tangent (K > 1 image batches, or a caller's) is
+    # gathered in its own layout, with the index converted once per code.
+    torch.manual_seed(79)
+    model = nn.Sequential(nn.Conv2d(2, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(32, 3, 3), nn.ReLU(), nn.MaxPool2d(2)).double().eval()
+    x, v = sample_xv((2, 10, 10), 3, 80, K)
+    assert_matches_func_jvp(model, x, v, K)
+    if K is None:  # a channels-last tangent from the caller
+        assert_matches_func_jvp(model, x, v.contiguous(memory_format=torch.channels_last), None)
+    else:  # two calls of one linearization: the converted index is reused
+        _, jvp_fn = linearize(model, x)
+        assert torch.equal(jvp_fn(v), jvp_fn(v))
+
+
 class KwargInput(nn.Module):
     def forward(self, x):
         return torch.add(input=x, other=1.0)
