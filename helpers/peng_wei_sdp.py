@@ -35,8 +35,8 @@ option). By default (``precision="auto"`` with ``tol >= 1e-4``) the iterations r
 single precision, which halves the eigendecomposition's time; the certificate below is
 computed in double precision and is valid whatever the iterates are.
 
-The bound is never the primal objective. A feasible :math:`Z` is non-negative with unit row
-sums, so :math:`\|Z\|_2 \le 1`: it lies in :math:`F = \{Z\mathbf 1 = \mathbf 1,
+The bound is never the primal objective. A feasible :math:`Z` is symmetric and non-negative
+with unit row sums, so :math:`\|Z\|_2 \le \|Z\|_\infty = 1`: it lies in :math:`F = \{Z\mathbf 1 = \mathbf 1,
 \operatorname{tr} Z = k, 0 \preceq Z \preceq I\}`. For the ADMM's sign multiplier
 :math:`B` (clipped to :math:`B_{ij} \ge 0` off the conflicts; free on them) the solver
 certifies
@@ -194,7 +194,8 @@ def _fan_bound(M: np.ndarray, k: int) -> float:
     A += tot + c / n
     lam = np.linalg.eigvalsh(A)[: k - 1]
     # forming A costs a few eps per entry (|r_i|, n |tot| <= ||M||_2); eigvalsh is backward
-    # stable, |error| <= c n eps ||A||_F, and ||A||_F <= 4 ||M||_F + c
+    # stable, each eigenvalue off by at most (a modest multiple of) n eps ||A||_F, with
+    # ||A||_F <= ||M||_F + c = 2 c; 64 and 5 c leave a wide margin
     err = 64 * (n + 1) * eps * (5 * c)
     mean_err = n * eps * float(np.abs(M).sum())  # of the summation in <M, J> / n
     return n * tot - mean_err + float(lam.sum()) - (k - 1) * err
