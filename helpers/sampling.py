@@ -20,7 +20,7 @@ this factor and resample them:
   anti-modes (recall), :math:`\rho = 0` is the original sampler (:func:`polarity_weights`).
 
 Pipeline: :func:`jacobian` (one CPA tangent pass with the ``d`` basis directions, through
-:func:`helpers.jvp.linearize`) -> :func:`singular_values` / :func:`log_volume` (float64) ->
+:func:`helpers.jvp.jvp`) -> :func:`singular_values` / :func:`log_volume` (float64) ->
 weights (log-sum-exp) -> :func:`resample_indices` / :func:`resample`, with
 :func:`effective_sample_size` to report how many proposals the weights really use.
 
@@ -48,7 +48,7 @@ import torch
 import torch.nn as nn
 
 from helpers._checks import ParameterError, check_int, check_option, check_real, like, rng, to_numpy
-from helpers.jvp import UnsupportedLayerError, linearize  # noqa: F401  (the error jacobian() propagates)
+from helpers.jvp import UnsupportedLayerError, jvp  # noqa: F401  (the error jacobian() propagates)
 
 __all__ = [
     "jacobian",
@@ -99,8 +99,7 @@ def _cpa_jacobian(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
     B, latent = z.shape[0], z.shape[1:]
     d = math.prod(latent)
     basis = torch.eye(d, dtype=z.dtype, device=z.device).reshape(d, *latent).expand(B, d, *latent)
-    _, jvp_fn = linearize(generator, z)
-    return _as_jacobian(jvp_fn(basis), B, d)
+    return _as_jacobian(jvp(generator, z, basis)[1], B, d)  # jvp: one walk, each tangent step right after its primal
 
 
 def _autodiff_jacobian(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -119,9 +118,9 @@ def jacobian(generator: nn.Module, z: torch.Tensor, *, method: str = "cpa",
              chunk_size: int | None = None) -> torch.Tensor:
     """Per-sample Jacobians of a generator, output flattened.
 
-    With ``method="cpa"`` the activation codes are computed once by
-    :func:`helpers.jvp.linearize` and the ``d`` latent basis directions go through the network as
-    ``K = d`` tangents per sample in a single tangent pass. No gradient is recorded.
+    With ``method="cpa"`` the activation codes are computed once by :func:`helpers.jvp.jvp` and the
+    ``d`` latent basis directions go through the network as ``K = d`` tangents per sample in a
+    single tangent pass. No gradient is recorded.
 
     Parameters
     ----------
@@ -164,7 +163,7 @@ def jacobian(generator: nn.Module, z: torch.Tensor, *, method: str = "cpa",
     _check_generator_call(generator, z, method, chunk_size)
     with torch.no_grad():  # sampling never back-propagates through J; skip the autograd graph
         blocks = [_JACOBIANS[method](generator, zc) for zc in z.split(int(chunk_size or z.shape[0]))]
-    return torch.cat(blocks)
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)  # one block: no copy of the Jacobians
 
 
 # --------------------------------------------------------------------------------------------
