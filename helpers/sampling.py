@@ -163,7 +163,7 @@ def jacobian(generator: nn.Module, z: torch.Tensor, *, method: str = "cpa",
     _check_generator_call(generator, z, method, chunk_size)
     with torch.no_grad():  # sampling never back-propagates through J; skip the autograd graph
         blocks = [_JACOBIANS[method](generator, zc) for zc in z.split(int(chunk_size or z.shape[0]))]
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)  # one block: no copy of the Jacobians
+    return torch.cat(blocks)
 
 
 # --------------------------------------------------------------------------------------------
