@@ -231,3 +231,13 @@ def test_bad_precision_and_penalty_are_rejected():
         peng_wei_bound(X, 2, 1.0, precision="half")
     with pytest.raises(ParameterError):
         peng_wei_bound(X, 2, 1.0, rho0=0.0)
+
+
+def test_time_limit_certifies_the_last_iterate_at_once():
+    X = make_moons(120, noise=0.05, random_state=0)[0]
+    k, r = 8, 0.5
+    res = radius_kmeans(X, k, r, method="greedy", seed=0)
+    out = peng_wei_bound(X, k, r, time_limit=1e-6, check_every=50)
+    assert out.status == "time_limit"
+    assert out.iterations == 1 and len(out.history) == 1  # not 50 iterations later
+    assert out.lower_bound <= res.cost + 1e-9
