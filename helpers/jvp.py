@@ -1220,6 +1220,11 @@ def _finish(primal, t, K, B, stacked):
 def jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor):
     """``y = model(x)`` and ``J_model(x) v`` by the CPA method, with no autodiff.
 
+    The same operations as ``linearize(model, x)[1](v)``, in one walk over the graph: each node's
+    tangent step runs right after its primal step, and every value is dropped after its last
+    reader, so a code is used while it is still in cache and the memory held at once is about
+    that of two forward passes, not of a whole primal pass plus a tangent pass.
+
     Parameters
     ----------
     model
