@@ -233,6 +233,26 @@ def test_bad_precision_and_penalty_are_rejected():
         peng_wei_bound(X, 2, 1.0, rho0=0.0)
 
 
+def test_time_limit_leaves_room_for_the_last_certification(monkeypatch):
+    """With a certification that takes 0.2 s, the answer still comes within the limit: the
+    solver stops while one more iteration and certification would not fit."""
+    import time
+
+    import helpers.peng_wei_sdp as pw
+
+    real = pw._certify
+
+    def slow(*args):
+        time.sleep(0.2)
+        return real(*args)
+
+    monkeypatch.setattr(pw, "_certify", slow)
+    X = make_moons(120, noise=0.05, random_state=0)[0]
+    # a check at every iteration, so that the certification's time is known from the first
+    out = pw.peng_wei_bound(X, 8, 0.5, tol=1e-12, time_limit=1.0, check_every=1)
+    assert out.status == "time_limit" and out.seconds <= 1.0 + 0.1, out.seconds
+
+
 def test_time_limit_certifies_the_last_iterate_at_once():
     X = make_moons(120, noise=0.05, random_state=0)[0]
     k, r = 8, 0.5
