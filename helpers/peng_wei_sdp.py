@@ -86,7 +86,6 @@ GAMMA = 1.618  # multiplier step length
 # took 650 iterations at 10 (the former default), 1200 at 5, 340 at 20, 240 at 40 (2.5 n / k),
 # 280 at 80, 510 at 160; steps of 1 and 1.3 instead of 1.618 took 305 and 260.
 RHO_PER_SIZE = 2.5
-RHO0 = 10.0  # no longer used by the solver; kept for code that imports it
 MU = 10.0  # residual balancing (adapt_rho): rescale rho when one residual is MU times the other
 
 __all__ = ["PWState", "PengWeiBound", "peng_wei_bound", "certify_dual", "bound_path"]
