@@ -655,6 +655,8 @@ def _f_max_pool(fn_with_indices, nd, adaptive=False):
         kw = dict(zip(names, args[1:]))
         kw.update(kwargs)
         want_indices = kw.pop("return_indices", False)
+        if nd == 1 and not adaptive and not want_indices:
+            return _max_pool1d_rule(node, args[0], **kw)
         call = (lambda: fn_with_indices(args[0], **kw, return_indices=True)) if adaptive else \
             (lambda: fn_with_indices(args[0], **kw))
         return _pool_module(node, args[0], nd, want_indices, call)
@@ -734,6 +736,9 @@ def _module_call(node, mod, what):
         return lambda x: _hardtanh(mod, x, mod.min_val, mod.max_val)
     if isinstance(mod, nn.PReLU):
         return lambda x: _slope_rule(_prelu_slope(mod.weight), mod)(node, (x,), {}, None)
+    if isinstance(mod, nn.MaxPool1d) and not mod.return_indices:
+        return lambda x: _max_pool1d_rule(node, x, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
+                                          mod.ceil_mode)
     if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
         nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
         fn = {1: _max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}[nd]
@@ -760,6 +765,35 @@ def _module_call(node, mod, what):
             return out, lambda K, ta: _batch_preserving(node, out, K)(mod(ta[0]), out)
         return linear
     raise _unsupported(node, what, "it is not an affine layer or a CPA nonlinearity")
+
+
+def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """1-D max-pool without indices asked: for windows of two without padding or ceil mode (the
+    common pooling) the code is which entry of each pair won, a boolean, and the tangent is a
+    select between the two strided views of the tangent (1.4-1.6x faster than the indices from
+    comparisons and a gather on the 1-D conv net's poolings, one thread); K tangents per sample
+    gather at indices made once from the code. Other windows: indices and a gather."""
+    (k,), (p,), (d,) = _single(kernel_size), _single(padding), _single(dilation)
+    s = _single(stride)[0] if stride not in (None, ()) else k
+    if k != 2 or p != 0 or ceil_mode or x.dim() != 3 or x.shape[-1] < d + 1:
+        return _pool_module(node, x, 1, False, lambda: _max_pool1d_with_indices(
+            x, kernel_size, stride, padding, dilation, ceil_mode))
+    values = F.max_pool1d(x, 2, s, 0, d)
+    span = s * (values.shape[-1] - 1) + 1
+    second = x[..., d: d + span: s]
+    # PyTorch's kernels keep the first entry on ties and take a later one if larger or NaN
+    take = torch.gt(second, x[..., :span:s]).logical_or_(torch.isnan(second))
+
+    index = []  # K tangents per sample: a gather is 10-15 % faster than the select; its index, once
+
+    def tangent(K, ta):
+        t = ta[0]
+        if K == 1:
+            return torch.where(take, t[..., d: d + span: s], t[..., :span:s])
+        if not index:
+            index.append(take.to(torch.int64).mul_(d).add_(torch.arange(0, span, s, device=x.device)))
+        return _gather(t, index[0], 2, K)
+    return values, _fresh(tangent)
 
 
 def _max_pool1d_with_indices(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):

@@ -600,6 +600,36 @@ def test_max_pool1d_fast_and_fallback_paths_match_func_jvp(pool, K):
     assert_matches_func_jvp(model, x, v, K)
 
 
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+@pytest.mark.parametrize("K", [None, 3])
+@pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=2, stride=1, dilation=2),
+                                  dict(kernel_size=2, stride=3)])
+@pytest.mark.parametrize("values", ["ties", "nan"])
+def test_max_pool1d_pair_select_picks_pytorchs_entry(pool, K, values):
+    # Windows of two select between the pair's strided views (no indices): on ties the first entry,
+    # on NaN a NaN second entry, as PyTorch's indices do; the tangents are the same entries.
+    x = sample((3, 12), 4, 79).round()
+    if values == "nan":
+        x[x > 0.8] = float("nan")
+    K_ = K or 1
+    v = sample((3, 12), 4 * K_, 80).reshape(4, K_, 3, 12) if K else sample((3, 12), 4, 80)
+    for model in (nn.MaxPool1d(**pool), Lambda(lambda z: F.max_pool1d(z, **pool))):
+        y, jv = jvp(model, x, v)
+        ref_y, ref_idx = F.max_pool1d_with_indices(x, **pool)
+        assert torch.equal(y.nan_to_num(), ref_y.nan_to_num())
+        vv = v if K else v.unsqueeze(1)
+        ref = vv.gather(3, ref_idx.unsqueeze(1).expand(4, K_, *ref_idx.shape[1:]))
+        assert torch.equal(jv if K else jv.unsqueeze(1), ref)
+
+
 class DoubledLinear(nn.Linear):
     def forward(self, x):
         return 2 * super().forward(x)
