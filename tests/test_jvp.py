@@ -613,9 +613,13 @@ class Lambda(nn.Module):
 @pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=2, stride=1, dilation=2),
                                   dict(kernel_size=2, stride=3)])
 @pytest.mark.parametrize("values", ["ties", "nan"])
-def test_max_pool1d_pair_select_picks_pytorchs_entry(pool, K, values):
-    # Windows of two select between the pair's strided views (no indices): on ties the first entry,
-    # on NaN a NaN second entry, as PyTorch's indices do; the tangents are the same entries.
+@pytest.mark.parametrize("select_max", [None, 0])
+def test_max_pool1d_pair_select_picks_pytorchs_entry(pool, K, values, select_max, monkeypatch):
+    # Windows of two select between the pair's strided views (no indices), or gather at indices
+    # made from which entry won (large outputs, K tangents): on ties the first entry, on NaN a NaN
+    # second entry, as PyTorch's indices do; the tangents are the same entries.
+    if select_max is not None:  # the gather for every size
+        monkeypatch.setattr("helpers.jvp._SELECT_MAX", select_max)
     x = sample((3, 12), 4, 79).round()
     if values == "nan":
         x[x > 0.8] = float("nan")
