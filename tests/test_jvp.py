@@ -634,6 +634,19 @@ def test_max_pool1d_pair_select_picks_pytorchs_entry(pool, K, values, select_max
         assert torch.equal(jv if K else jv.unsqueeze(1), ref)
 
 
+@pytest.mark.parametrize("K", [None, 3])
+@pytest.mark.parametrize("conv", [dict(kernel_size=5, padding=2), dict(kernel_size=4, stride=2, padding=1),
+                                  dict(kernel_size=3, dilation=2), dict(kernel_size=3, padding="same"),
+                                  dict(kernel_size=3, groups=2), dict(kernel_size=3, padding=1, padding_mode="reflect")])
+def test_conv1d_tangent_kernels_match_func_jvp(conv, K):
+    # Small 1-D tangents take the im2col kernel (numeric padding, zeros mode, no groups or
+    # dilation), the others oneDNN through the module; both agree with autodiff, y is model(x).
+    torch.manual_seed(81)
+    model = finish(nn.Sequential(nn.Conv1d(4, 6, **conv), nn.ReLU(), nn.Conv1d(6, 2, 3)), 81)
+    x, v = sample_xv((4, 17), 3, 82, K)
+    assert_matches_func_jvp(model, x, v, K)
+
+
 class DoubledLinear(nn.Linear):
     def forward(self, x):
         return 2 * super().forward(x)
