@@ -782,8 +782,13 @@ def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, c
     values = F.max_pool1d(x, 2, s, 0, d)
     span = s * (values.shape[-1] - 1) + 1
     second = x[..., d: d + span: s]
-    # PyTorch's kernels keep the first entry on ties and take a later one if larger or NaN
-    take = torch.gt(second, x[..., :span:s]).logical_or_(torch.isnan(second))
+    # PyTorch's kernels keep the first entry on ties and take a later one if larger or NaN. A NaN
+    # second entry makes its window's value NaN, so where the values' sum is not NaN there is
+    # none and the comparison alone is the rule (on CPU, where reading the sum costs no sync; the
+    # sum is also NaN for +inf with -inf, which takes the full rule, as it may).
+    take = torch.gt(second, x[..., :span:s])
+    if x.device.type != "cpu" or torch.isnan(values.sum()):
+        take.logical_or_(torch.isnan(second))
 
     index = []  # the gather's index, made once, on first need
 
@@ -792,8 +797,7 @@ def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, c
         if K == 1 and take.numel() < _SELECT_MAX:
             return torch.where(take, t[..., d: d + span: s], t[..., :span:s])
         if not index:
-            i = take.to(torch.int64)
-            index.append((i.mul_(d) if d != 1 else i).add_(torch.arange(0, span, s, device=x.device)))
+            index.append(torch.add(torch.arange(0, span, s, device=x.device), take, alpha=d))
         return _gather(t, index[0], 2, K)
     return values, _fresh(tangent)
 

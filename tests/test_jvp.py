@@ -612,7 +612,7 @@ class Lambda(nn.Module):
 @pytest.mark.parametrize("K", [None, 3])
 @pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=2, stride=1, dilation=2),
                                   dict(kernel_size=2, stride=3)])
-@pytest.mark.parametrize("values", ["ties", "nan"])
+@pytest.mark.parametrize("values", ["ties", "nan", "infs"])
 @pytest.mark.parametrize("select_max", [None, 0])
 def test_max_pool1d_pair_select_picks_pytorchs_entry(pool, K, values, select_max, monkeypatch):
     # Windows of two select between the pair's strided views (no indices), or gather at indices
@@ -623,6 +623,8 @@ def test_max_pool1d_pair_select_picks_pytorchs_entry(pool, K, values, select_max
     x = sample((3, 12), 4, 79).round()
     if values == "nan":
         x[x > 0.8] = float("nan")
+    if values == "infs":  # the values' sum is NaN without a NaN: the full rule runs
+        x[x > 0.8], x[x < -0.8] = float("inf"), -float("inf")
     K_ = K or 1
     v = sample((3, 12), 4 * K_, 80).reshape(4, K_, 3, 12) if K else sample((3, 12), 4, 80)
     for model in (nn.MaxPool1d(**pool), Lambda(lambda z: F.max_pool1d(z, **pool))):
