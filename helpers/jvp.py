@@ -1488,7 +1488,54 @@ def _bn_tangent(mod, t, K, a, inplace):
     return t.mul_(scale) if inplace else t * scale
 
 
+def _fused_pool(node, mod, generic, dead):
+    """Max-pool without indices returned: the walk's rule (_max_pool1d_rule, _pool_module) called
+    directly, its tangent applied at once."""
+    if mod.return_indices:
+        return None
+    src = node.args[0]
+    nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
+    fn = {2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}.get(nd)
+
+    def step(x, env, tenv, K, carries, fresh, reuse):
+        if src not in carries:
+            return generic(x, env, tenv, K, carries, fresh, reuse)
+        a = env[src]
+        if nd == 1:
+            out, tangent = _max_pool1d_rule(node, a, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
+                                            mod.ceil_mode)
+        else:
+            out, tangent = _pool_module(node, a, nd, False, lambda: fn(
+                a, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode))
+        env[node] = out
+        tenv[node] = tangent(K, (tenv[src],))
+        carries.add(node)
+        fresh.add(node)
+        for d in dead:
+            del env[d]
+            tenv.pop(d, None)
+    return step
+
+
+def _fused_reshaping(node, mod, generic, dead):
+    """Flatten and Unflatten: the module on the primal and on the tangent (a view, not fresh)."""
+    src = node.args[0]
+
+    def step(x, env, tenv, K, carries, fresh, reuse):
+        if src not in carries:
+            return generic(x, env, tenv, K, carries, fresh, reuse)
+        out = env[node] = mod(env[src])
+        tenv[node] = _batch_preserving(node, out, K)(mod(tenv[src]), out)
+        carries.add(node)
+        for d in dead:
+            del env[d]
+            tenv.pop(d, None)
+    return step
+
+
 _FUSED = {
+    nn.MaxPool1d: _fused_pool, nn.MaxPool2d: _fused_pool, nn.MaxPool3d: _fused_pool,
+    nn.Flatten: _fused_reshaping, nn.Unflatten: _fused_reshaping,
     nn.Linear: _fused_linear,
     nn.ReLU: _fused_unit(_relu_kernels),
     nn.LeakyReLU: _fused_unit(_leaky_kernels),
