@@ -419,7 +419,11 @@ def _conv_input(t: torch.Tensor, K: int) -> torch.Tensor:
     """K tangents per sample make a large image batch; oneDNN convolves it markedly faster in
     channels-last layout on CPU (1.4-2.4x for the zoo's 3x3 convolutions on 128 images and 2x
     for the generator's first transposed convolution on a 2-core CPU; the benchmark chapter
-    measures it), and the layout then carries through the following elementwise ops."""
+    measures it), and the layout then carries through the following elementwise ops. Not for
+    2-D convolutions with kernels larger than 3x3 (LeNet's 5x5 ones: 1.0x for its first, and for
+    its second, 6 to 16 channels on 14x14, 424 us contiguous against 578 us converted to
+    channels-last, 128 images, one thread); transposed convolutions convert (the generator's
+    4x4 ones gain)."""
     if K > 1 and t.dim() == 4 and t.device.type == "cpu":
         return t.contiguous(memory_format=torch.channels_last)
     return t
@@ -1470,7 +1474,10 @@ def _conv_tangent(mod, t, K, a, inplace):
         w = mod.weight
         return torch._C._nn.thnn_conv2d(t.unsqueeze(2), w.unsqueeze(2), (1, w.shape[-1]), None,
                                         (1, mod.stride[0]), (0, mod.padding[0])).squeeze(2)
-    return mod._conv_forward(_conv_input(t, K), mod.weight, None)
+    w = mod.weight
+    if w.dim() == 4 and w.shape[-2] * w.shape[-1] > 9:  # see _conv_input: larger kernels keep the layout
+        return mod._conv_forward(t, w, None)
+    return mod._conv_forward(_conv_input(t, K), w, None)
 
 
 _IM2COL_MAX = 8192  # input entries up to which a 1-D tangent convolution takes the im2col kernel
