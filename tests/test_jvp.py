@@ -649,6 +649,18 @@ def test_conv1d_tangent_kernels_match_func_jvp(conv, K):
     assert_matches_func_jvp(model, x, v, K)
 
 
+@pytest.mark.parametrize("K", [None, 3])
+@pytest.mark.parametrize("conv", [dict(kernel_size=4, stride=2, padding=1), dict(kernel_size=3, stride=2, output_padding=1),
+                                  dict(kernel_size=3, dilation=2), dict(kernel_size=3, groups=3)])
+def test_conv_transpose_into_few_channels_matches_func_jvp(conv, K):
+    # Into at most 3 channels the 2-D transposed tangent convolution takes the im2col kernel
+    # (not with groups or dilation); y stays model(x) and the tangent agrees with autodiff.
+    torch.manual_seed(83)
+    model = finish(nn.Sequential(nn.ConvTranspose2d(6, 6, 3), nn.ReLU(), nn.ConvTranspose2d(6, 3, **conv)), 83)
+    x, v = sample_xv((6, 5, 5), 3, 84, K)
+    assert_matches_func_jvp(model, x, v, K)
+
+
 class DoubledLinear(nn.Linear):
     def forward(self, x):
         return 2 * super().forward(x)
