@@ -16,7 +16,7 @@ Every ratio of a row comes from the same ``compare`` call, so before and after s
 The result goes to a JSON file (``book/fast_jvp/before_after.json`` by default) that the
 benchmark page shows as a table; it is measured once, on the machine and commit it names.
 
-    .venv/bin/python tools/jvp_before_after.py                 # full: about 10 minutes, 2 cores
+    .venv/bin/python tools/jvp_before_after.py                 # full: about 3 minutes, 2 cores
     .venv/bin/python tools/jvp_before_after.py --quick --out /tmp/ba.json --arch MLP
 
 Needs a clone with git history (``git show BEFORE:helpers/jvp.py``).
