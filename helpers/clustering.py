@@ -189,7 +189,11 @@ class SDPBound:
     Z : ndarray, shape (n, n), or None
         The relaxed co-membership matrix; exact solutions are ``sum_a z_a z_a^T / n_a``.
     seconds : float
-        Solve time.
+        Solve time (all rounds).
+    rounds : int
+        Rounds of cutting planes solved after the first relaxation (``cut_rounds``).
+    cuts : int
+        Triangle inequalities in the last relaxation solved (0 without cuts).
     """
 
     status: str
@@ -197,6 +201,8 @@ class SDPBound:
     primal_value: float | None
     Z: np.ndarray | None
     seconds: float
+    rounds: int = 0
+    cuts: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -710,20 +716,25 @@ def _pw_sdp(D2: np.ndarray, C: np.ndarray, k: int, eps: float, solver: str, max_
     return SDPBound(status, lb, float(prob.value), np.asarray(Z.value), seconds)
 
 
-def _certified_bound(D2: np.ndarray, C: np.ndarray, k: int, S: np.ndarray, nu: np.ndarray, tau: float) -> float:
+def _certified_bound(D2: np.ndarray, C: np.ndarray, k: int, S: np.ndarray, nu: np.ndarray, tau: float,
+                     G: np.ndarray | None = None) -> float:
     """A lower bound valid whatever the solver's accuracy (weak duality, repaired).
 
     For any y, t and B with B >= 0 off the conflict pattern, let S' = D/2 - sym(y 1^T) - t I - B.
     Every feasible Z (Z >= 0 where allowed, 0 on conflicts, Z 1 = 1, tr Z = k, Z PSD) has
     <D, Z>/2 = sum(y) + k t + <B, Z> + <S', Z> >= sum(y) + k t + k min(0, lambda_min(S')).
     y, t come from the solver's duals (both sign conventions are tried; each is valid) and B
-    from its PSD dual, clipped to >= 0 where required.
+    from its PSD dual, clipped to >= 0 where required. Valid inequalities <G_c, Z> >= 0 with
+    multipliers mu_c >= 0 enter as G = sum_c mu_c G_c, subtracted from S' (then <G, Z> >= 0
+    joins <B, Z> >= 0 in the sum).
     """
     n = len(D2)
     best = 0.0  # J >= 0 always
     for sign in (-1.0, 1.0):
         y, t = sign * np.asarray(nu, dtype=float), sign * tau
         M = 0.5 * D2 - 0.5 * (y[:, None] + y[None, :]) - t * np.eye(n)
+        if G is not None:
+            M = M - G
         B = M - S
         B = np.where(C, B, np.maximum(B, 0.0))
         Sp = M - B
@@ -733,8 +744,95 @@ def _certified_bound(D2: np.ndarray, C: np.ndarray, k: int, S: np.ndarray, nu: n
     return float(best)
 
 
+def _triangle_violations(Z: np.ndarray, m: int, tol: float = 0.0, chunk: int = 32) -> np.ndarray:
+    """The m most violated triangle inequalities Z_ij + Z_il <= Z_ii + Z_jl (j < l, both
+    != i) as rows (i, j, l), violation > tol only; O(n^3) time in chunks of i, O(chunk n^2) memory."""
+    n = len(Z)
+    d = np.diag(Z)
+    found, worst = [], []
+    for s in range(0, n, chunk):
+        ii = np.arange(s, min(s + chunk, n))
+        V = Z[ii, :, None] + Z[ii, None, :] - d[ii, None, None] - Z[None]
+        V[:, np.tril_indices(n)[0], np.tril_indices(n)[1]] = -np.inf  # j < l only
+        V[np.arange(len(ii)), ii, :] = -np.inf
+        V[np.arange(len(ii)), :, ii] = -np.inf
+        flat = V.reshape(-1)
+        top = np.argpartition(flat, -min(m, flat.size))[-m:]
+        top = top[flat[top] > tol]
+        a, j, l = np.unravel_index(top, V.shape)
+        found.append(np.stack([ii[a], j, l], 1))
+        worst.append(flat[top])
+    rows, viol = np.concatenate(found), np.concatenate(worst)
+    return rows[np.argsort(-viol)[:m]]
+
+
+def _cut_operator(n: int, pair: np.ndarray, tri: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """G with <G, Z> = sum_ij P_ij (Z_ii - Z_ij) + sum_c mu_c (Z_ii + Z_jl - Z_ij - Z_il) for
+    symmetric Z: the cuts' multipliers folded into one symmetric matrix."""
+    G = np.diag(pair.sum(1)) - 0.5 * (pair + pair.T)
+    if len(tri):
+        i, j, l = tri.T
+        np.add.at(G, (i, i), mu)
+        for a, b, s in ((j, l, 0.5), (l, j, 0.5), (i, j, -0.5), (j, i, -0.5), (i, l, -0.5), (l, i, -0.5)):
+            np.add.at(G, (a, b), s * mu)
+    return G
+
+
+def _pw_sdp_cuts(D2: np.ndarray, C: np.ndarray, k: int, eps: float, solver: str, max_iters: int,
+                 rounds: int, per_round: int) -> SDPBound:
+    """Peng-Wei's relaxation tightened by cutting planes, each round certified.
+
+    Every partition matrix (Z_ij = 1/n_a when i, j share cluster a, else 0) satisfies the pair
+    inequalities Z_ij <= Z_ii and the triangle inequalities Z_ij + Z_il <= Z_ii + Z_jl; the
+    plain relaxation's optimum violates many. All n^2 pair rows go in at once; triangles (n^3/2
+    of them) are separated: each round adds the ``per_round`` most violated at the last
+    solution and drops those whose multiplier vanished. Each round's bound is certified from
+    its own duals (:func:`_certified_bound` with the cuts' multipliers), so the best of them is
+    valid whatever the solver's accuracy."""
+    import cvxpy as cp
+
+    n = len(D2)
+    iu, ju = np.triu_indices(n)
+    conf = C[iu, ju]
+    tri = np.zeros((0, 3), dtype=np.int64)
+    best: float | None = None
+    seconds, status, value, Zv, done = 0.0, "not_run", None, None, 0
+    for rnd in range(rounds + 1):
+        Z = cp.Variable((n, n), symmetric=True)
+        d = cp.diag(Z)
+        psd, rows, trace = Z >> 0, cp.sum(Z, axis=1) == 1, cp.trace(Z) == k
+        pair = cp.reshape(d, (n, 1), order="C") @ np.ones((1, n)) - Z >= 0
+        cons = [psd, rows, trace, pair, Z[iu[~conf], ju[~conf]] >= 0]
+        if conf.any():
+            cons.append(Z[iu[conf], ju[conf]] == 0)
+        if len(tri):
+            i, j, l = tri.T
+            triangle = d[i] + Z[j, l] - Z[i, j] - Z[i, l] >= 0
+            cons.append(triangle)
+        prob = cp.Problem(cp.Minimize(0.5 * cp.sum(cp.multiply(D2, Z))), cons)
+        status, sec = _sdp_solve(prob, solver, eps, max_iters)
+        seconds += sec
+        if status not in ("optimal", "optimal_inaccurate"):
+            break
+        mu = np.maximum(triangle.dual_value, 0.0) if len(tri) else np.zeros(0)
+        G = _cut_operator(n, np.maximum(pair.dual_value, 0.0), tri, mu)
+        lb = _certified_bound(D2, C, k, psd.dual_value, rows.dual_value, float(trace.dual_value), G)
+        best = lb if best is None else max(best, lb)
+        value, Zv, done = float(prob.value), np.asarray(Z.value), rnd
+        if rnd == rounds:
+            break
+        new = _triangle_violations(Zv, per_round, tol=eps)
+        if not len(new):
+            break
+        keep = tri[mu > 1e-9 * max(1.0, mu.max(initial=0.0))]
+        tri = np.unique(np.concatenate([keep, new]), axis=0)
+    if best is None:
+        return SDPBound(status, None, None, None, seconds, done, len(tri))
+    return SDPBound(status, best, value, Zv, seconds, done, len(tri))
+
+
 def radius_sdp_bound(X: Any, k: int, r: float, *, eps: float = 1e-4, solver: str = "SCS",
-                     max_iters: int = 20000) -> SDPBound:
+                     max_iters: int = 20000, cut_rounds: int = 0, cuts_per_round: int | None = None) -> SDPBound:
     """Peng-Wei k-means SDP with the radius as a zero pattern: a lower bound and a certificate.
 
     .. math::
@@ -750,6 +848,13 @@ def radius_sdp_bound(X: Any, k: int, r: float, *, eps: float = 1e-4, solver: str
     and needs no fixed cluster sizes. The reported bound is certified from the dual (see
     ``_certified_bound``), so it stays valid when the solver stops early.
 
+    With ``cut_rounds > 0`` the relaxation is tightened by inequalities every partition
+    matrix satisfies: :math:`Z_{ij} \\le Z_{ii}` (all pairs) and the triangle inequalities
+    :math:`Z_{ij} + Z_{il} \\le Z_{ii} + Z_{jl}`, the most violated ones added round by
+    round (the cuts of exact k-means solvers; Peng and Wei 2007, Piccialli, Sudoso and Wiegele
+    2022). Each round is a larger SDP, so this is for a few hundred points; the bound can rise
+    from the plain relaxation's to the optimum itself.
+
     Parameters
     ----------
     X : array_like, shape (n, d)
@@ -761,18 +866,30 @@ def radius_sdp_bound(X: Any, k: int, r: float, *, eps: float = 1e-4, solver: str
         SCS (first order) scales to a few hundred points; Clarabel (interior point) is precise
         but slow beyond n ~ 50.
     max_iters : int
+    cut_rounds : int >= 0
+        Rounds of triangle cuts after the first solve (0: the plain relaxation, without the
+        pair inequalities either). Stops early when no triangle is violated by more than eps.
+    cuts_per_round : int or None
+        Triangles added per round; None: 10 n.
 
     Returns
     -------
     SDPBound
-        ``Z`` of ``X``'s type (and device).
+        ``Z`` of ``X``'s type (and device); with cuts, the bound is the best round's and ``Z``
+        the last round's.
     """
     X0, X = X, _check_X(X)
     k, r = _check_k(k, len(X)), _check_r(r)
+    cut_rounds = check_int(cut_rounds, "cut_rounds", low=0)
+    per_round = 10 * len(X) if cuts_per_round is None else check_int(cuts_per_round, "cuts_per_round", low=1)
     D = _distances(X)
-    out = _pw_sdp(D**2, D > 2 * r, k, eps, solver, max_iters)
+    if cut_rounds:
+        out = _pw_sdp_cuts(D**2, D > 2 * r, k, eps, solver, max_iters, cut_rounds, per_round)
+    else:
+        out = _pw_sdp(D**2, D > 2 * r, k, eps, solver, max_iters)
     return out if out.Z is None or not is_torch(X0) else SDPBound(out.status, out.lower_bound, out.primal_value,
-                                                                   like(out.Z, X0), out.seconds)
+                                                                   like(out.Z, X0), out.seconds, out.rounds,
+                                                                   out.cuts)
 
 
 def monotone_bound(radii: Any, bounds: Any) -> np.ndarray:

@@ -462,3 +462,99 @@ def test_estimator_attributes_and_default_radius():
 def test_estimator_default_radius_with_identical_points():
     est = RadiusKMeans(n_clusters=3).fit(np.ones((10, 2)))
     assert est.radius_ > 0 and est.inertia_ == 0.0 and len(set(est.labels_)) == 3
+
+
+# --------------------------------------------------------------------------- triangle cuts
+
+
+def _all_triangles(n: int) -> np.ndarray:
+    return np.array([(i, j, l) for i in range(n) for j in range(n) for l in range(j + 1, n) if i not in (j, l)])
+
+
+def test_triangle_separation_matches_enumeration():
+    from helpers.clustering import _triangle_violations
+
+    A = np.random.default_rng(0).random((9, 9))
+    Z = A + A.T
+    tri = _all_triangles(9)
+    i, j, l = tri.T
+    v = Z[i, j] + Z[i, l] - Z[i, i] - Z[j, l]
+    top = _triangle_violations(Z, 25, chunk=4)  # chunks smaller than n
+    assert sorted(map(tuple, top)) == sorted(map(tuple, tri[np.argsort(-v)[:25]]))
+    assert len(_triangle_violations(Z, 10**6, tol=0.5)) == int((v > 0.5).sum())
+
+
+def test_cut_operator_is_the_cuts_inner_product():
+    from helpers.clustering import _cut_operator
+
+    rng = np.random.default_rng(1)
+    n = 7
+    A = rng.normal(size=(n, n))
+    Z = A + A.T
+    P = rng.random((n, n))
+    tri = _all_triangles(n)[rng.choice(len(_all_triangles(n)), 20, replace=False)]
+    mu = rng.random(20)
+    by_loops = sum(P[a, b] * (Z[a, a] - Z[a, b]) for a in range(n) for b in range(n))
+    by_loops += sum(m * (Z[i, i] + Z[j, l] - Z[i, j] - Z[i, l]) for m, (i, j, l) in zip(mu, tri))
+    G = _cut_operator(n, P, tri, mu)
+    assert np.allclose(G, G.T) and np.sum(G * Z) == pytest.approx(by_loops, rel=1e-12)
+
+
+def _partition_matrix(labels: np.ndarray) -> np.ndarray:
+    same = labels[:, None] == labels[None, :]
+    return same / np.bincount(labels)[labels][:, None]
+
+
+def test_partition_matrices_satisfy_the_cuts():
+    # the cuts are valid: no partition matrix violates a pair or triangle inequality
+    for labels in _growth_strings(7, 3):
+        Z = _partition_matrix(labels)
+        i, j, l = _all_triangles(7).T
+        assert (Z - np.diag(Z)[:, None] <= 1e-15).all()
+        assert (Z[i, j] + Z[i, l] - Z[i, i] - Z[j, l] <= 1e-15).all()
+
+
+def test_cut_bound_valid_and_tighter_than_the_plain_relaxation():
+    # brute force (exact method) on tiny instances: cut_rounds never certifies above the optimum,
+    # and gets at least as close to it as the plain relaxation
+    closer = 0
+    for seed in range(4):
+        X = np.random.default_rng(40 + seed).normal(size=(10, 2))
+        r = 1.2 * feasible_radius_bracket(X, 3)[1]
+        opt = radius_kmeans(X, 3, r, method="exact").cost
+        plain = radius_sdp_bound(X, 3, r, eps=1e-6)
+        cut = radius_sdp_bound(X, 3, r, eps=1e-6, cut_rounds=5)
+        assert cut.lower_bound <= opt + 1e-9
+        assert cut.lower_bound >= plain.lower_bound - 1e-4 * opt
+        closer += opt - cut.lower_bound < 0.5 * (opt - plain.lower_bound)
+        rough = radius_sdp_bound(X, 3, r, eps=1e-2, max_iters=30, cut_rounds=2)  # stopped early
+        assert rough.lower_bound is None or rough.lower_bound <= opt + 1e-9
+    assert closer >= 2
+
+
+def test_cut_rounds_reach_the_full_triangle_relaxation():
+    # oracle: Clarabel with every pair and triangle inequality written out (n = 9)
+    import cvxpy as cp
+
+    X = np.random.default_rng(7).normal(size=(9, 2))
+    r = 1.5 * feasible_radius_bracket(X, 3)[1]
+    D2 = ((X[:, None] - X[None]) ** 2).sum(-1)
+    C = np.sqrt(D2) > 2 * r
+    Z = cp.Variable((9, 9), symmetric=True)
+    i, j, l = _all_triangles(9).T
+    cons = [Z >> 0, cp.sum(Z, axis=1) == 1, cp.trace(Z) == 3, Z >= 0, Z[C] == 0,
+            cp.reshape(cp.diag(Z), (9, 1), order="C") @ np.ones((1, 9)) - Z >= 0,
+            cp.diag(Z)[i] + Z[j, l] - Z[i, j] - Z[i, l] >= 0]
+    full = cp.Problem(cp.Minimize(0.5 * cp.sum(cp.multiply(D2, Z))), cons)
+    full.solve(solver="CLARABEL")
+    cut = radius_sdp_bound(X, 3, r, solver="CLARABEL", eps=1e-8, cut_rounds=20, cuts_per_round=30)
+    assert cut.lower_bound <= full.value + 1e-6
+    assert cut.lower_bound == pytest.approx(full.value, rel=1e-5)
+    assert cut.cuts < len(i)  # separation needed only part of the triangles
+
+
+def test_cut_rounds_bad_input():
+    X = np.random.default_rng(0).normal(size=(8, 2))
+    for kw in ({"cut_rounds": -1}, {"cut_rounds": 1.5}, {"cut_rounds": 1, "cuts_per_round": 0}):
+        with pytest.raises(ValueError):
+            radius_sdp_bound(X, 2, 5.0, **kw)
