@@ -745,8 +745,9 @@ def _certified_bound(D2: np.ndarray, C: np.ndarray, k: int, S: np.ndarray, nu: n
 
 
 def _triangle_violations(Z: np.ndarray, m: int, tol: float = 0.0, chunk: int = 32) -> np.ndarray:
-    """The m most violated triangle inequalities Z_ij + Z_il <= Z_ii + Z_jl (j < l, both
-    != i) as rows (i, j, l), violation > tol only; O(n^3) time in chunks of i, O(chunk n^2) memory."""
+    """The m most violated triangle inequalities Z_ij + Z_il <= Z_ii + Z_jl, with j < l and
+    i distinct from both, as rows (i, j, l); only those violated by more than tol. O(n^3)
+    time in chunks of i, O(chunk n^2) memory."""
     n = len(Z)
     d = np.diag(Z)
     found, worst = [], []
