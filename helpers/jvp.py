@@ -110,8 +110,20 @@ def _trace(model: nn.Module, modules: list, tensors: list) -> _Trace:
             f"torch.fx could not trace {type(model).__name__}.forward ({type(err).__name__}: {err}). "
             "The CPA JVP needs a forward pass without data-dependent Python control flow.") from err
     trace = _Trace(fx.GraphModule(model, graph))
-    _TRACES[model] = (flags, trace)
+    # The submodules without the root (the root is the cache's weak key: a strong reference to it
+    # in the value would keep it alive), the tensors, and the fingerprint of _prepare's fast path.
+    _TRACES[model] = (flags, trace, modules[1:], tensors, _fingerprint(model, modules[1:]))
     return trace
+
+
+def _fingerprint(model: nn.Module, subs: list) -> tuple:
+    """The identity of every entry of the submodules', parameters' and buffers' dicts of ``model``
+    and ``subs``, and their train/eval flags. While it stays the same, so do the submodules
+    reachable from ``model`` (the same children, level by level), its tensors and the flags: what
+    _trace's cache key records, read in one pass without the traversal of _model_tensors."""
+    mods = [model, *subs]
+    return (tuple([id(v) for m in mods for d in (m._modules, m._parameters, m._buffers) for v in d.values()]),
+            tuple([m.training for m in mods]))
 
 
 def _where(node: fx.Node) -> str:
@@ -1242,9 +1254,15 @@ def _prepare(model: nn.Module, x: torch.Tensor) -> tuple[_Trace, bool]:
     """Check the call, and return the model's trace and whether any of its weights requires grad."""
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    modules, tensors = _model_tensors(model)
-    _check_inputs(model, x, tensors)
-    return _trace(model, modules, tensors), any(t.requires_grad for t in tensors)
+    cached = _TRACES.get(model)
+    if cached is not None and _fingerprint(model, cached[2]) == cached[4]:
+        trace, tensors = cached[1], cached[3]  # the cached objects are alive: their ids are not reused
+        _check_inputs(model, x, tensors)
+    else:
+        modules, tensors = _model_tensors(model)
+        _check_inputs(model, x, tensors)
+        trace = _trace(model, modules, tensors)
+    return trace, any(t.requires_grad for t in tensors)
 
 
 def _tangent_input(trace: _Trace, x: torch.Tensor, v: torch.Tensor) -> tuple[int, dict, bool]:

@@ -1157,6 +1157,44 @@ def test_trace_cache_follows_replaced_modules_and_buffers():
     assert rel_err(jv, ref_jvp(model, x, x)[1]) <= F64_TOL
 
 
+def test_trace_cache_follows_nested_changes_and_lets_the_model_go():
+    """_prepare's fast path (the fingerprint of the cached submodules' dicts) sees a grandchild
+    replaced, a parameter replaced, a nested train/eval flip and a dtype change in place, and the
+    cache holds no strong reference to the model."""
+    import gc
+    import weakref
+
+    torch.manual_seed(9)
+    inner = nn.Sequential(nn.Linear(6, 6), nn.ReLU())
+    model = nn.Sequential(nn.Linear(4, 6), inner, nn.Linear(6, 2)).double().eval()
+    x = sample((4,), 3, 97)
+    jvp(model, x, x)
+    inner[1] = nn.LeakyReLU(0.3).eval()  # a grandchild
+    y, jv = jvp(model, x, x)
+    with torch.no_grad():
+        assert torch.equal(y, model(x))
+    assert rel_err(jv, ref_jvp(model, x, x)[1]) <= F64_TOL
+    inner[0].weight = nn.Parameter(torch.randn(6, 6, dtype=torch.float64))  # a grandchild's parameter
+    y, jv = jvp(model, x, x)
+    with torch.no_grad():
+        assert torch.equal(y, model(x))
+    assert rel_err(jv, ref_jvp(model, x, x)[1]) <= F64_TOL
+    inner.append(nn.Dropout(0.5))
+    inner[2].train()  # a nested flag: train-mode dropout is not CPA
+    with pytest.raises(UnsupportedLayerError, match="ropout"):
+        jvp(model, x, x)
+    inner[2].eval()
+    jvp(model, x, x)
+    model.float()  # the same parameter objects, a new dtype: the check still runs
+    with pytest.raises(ValueError, match="float"):
+        jvp(model, x, x)
+
+    ref = weakref.ref(model)
+    del model, inner
+    gc.collect()
+    assert ref() is None
+
+
 # --------------------------------------------------------------------------------------------
 # 6. Unsupported operations
 # --------------------------------------------------------------------------------------------
