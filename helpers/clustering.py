@@ -749,12 +749,12 @@ def _triangle_violations(Z: np.ndarray, m: int, tol: float = 0.0, chunk: int = 3
     i distinct from both, as rows (i, j, l); only those violated by more than tol. O(n^3)
     time in chunks of i, O(chunk n^2) memory."""
     n = len(Z)
-    d = np.diag(Z)
+    d, lower = np.diag(Z), np.tril_indices(n)
     found, worst = [], []
     for s in range(0, n, chunk):
         ii = np.arange(s, min(s + chunk, n))
         V = Z[ii, :, None] + Z[ii, None, :] - d[ii, None, None] - Z[None]
-        V[:, np.tril_indices(n)[0], np.tril_indices(n)[1]] = -np.inf  # j < l only
+        V[:, lower[0], lower[1]] = -np.inf  # j < l only
         V[np.arange(len(ii)), ii, :] = -np.inf
         V[np.arange(len(ii)), :, ii] = -np.inf
         flat = V.reshape(-1)
@@ -780,7 +780,7 @@ def _cut_operator(n: int, pair: np.ndarray, tri: np.ndarray, mu: np.ndarray) -> 
 
 
 def _pw_sdp_cuts(D2: np.ndarray, C: np.ndarray, k: int, eps: float, solver: str, max_iters: int,
-                 rounds: int, per_round: int) -> SDPBound:
+                 rounds: int, per_round: int, progress: bool) -> SDPBound:
     """Peng-Wei's relaxation tightened by cutting planes, each round certified.
 
     Every partition matrix (Z_ij = 1/n_a when i, j share cluster a, else 0) satisfies the pair
@@ -789,8 +789,11 @@ def _pw_sdp_cuts(D2: np.ndarray, C: np.ndarray, k: int, eps: float, solver: str,
     of them) are separated: each round adds the ``per_round`` most violated at the last
     solution and drops those whose multiplier vanished. Each round's bound is certified from
     its own duals (:func:`_certified_bound` with the cuts' multipliers), so the best of them is
-    valid whatever the solver's accuracy."""
+    valid whatever the solver's accuracy. A round the solver fails ends the rounds; the result
+    is then the last solved round's."""
     import cvxpy as cp
+
+    from helpers._progress import bar
 
     n = len(D2)
     iu, ju = np.triu_indices(n)
@@ -798,7 +801,9 @@ def _pw_sdp_cuts(D2: np.ndarray, C: np.ndarray, k: int, eps: float, solver: str,
     tri = np.zeros((0, 3), dtype=np.int64)
     best: float | None = None
     seconds, status, value, Zv, done = 0.0, "not_run", None, None, 0
-    for rnd in range(rounds + 1):
+    solved = status
+    steps = bar(range(rounds + 1), progress=progress, desc="cut rounds", leave=False)
+    for rnd in steps:
         Z = cp.Variable((n, n), symmetric=True)
         d = cp.diag(Z)
         psd, rows, trace = Z >> 0, cp.sum(Z, axis=1) == 1, cp.trace(Z) == k
@@ -819,7 +824,8 @@ def _pw_sdp_cuts(D2: np.ndarray, C: np.ndarray, k: int, eps: float, solver: str,
         G = _cut_operator(n, np.maximum(pair.dual_value, 0.0), tri, mu)
         lb = _certified_bound(D2, C, k, psd.dual_value, rows.dual_value, float(trace.dual_value), G)
         best = lb if best is None else max(best, lb)
-        value, Zv, done = float(prob.value), np.asarray(Z.value), rnd
+        value, Zv, done, solved, n_cuts = float(prob.value), np.asarray(Z.value), rnd, status, len(tri)
+        steps.set_postfix(bound=f"{best:.6g}", triangles=n_cuts)
         if rnd == rounds:
             break
         new = _triangle_violations(Zv, per_round, tol=eps)
@@ -827,13 +833,15 @@ def _pw_sdp_cuts(D2: np.ndarray, C: np.ndarray, k: int, eps: float, solver: str,
             break
         keep = tri[mu > 1e-9 * max(1.0, mu.max(initial=0.0))]
         tri = np.unique(np.concatenate([keep, new]), axis=0)
+    steps.close()
     if best is None:
         return SDPBound(status, None, None, None, seconds, done, len(tri))
-    return SDPBound(status, best, value, Zv, seconds, done, len(tri))
+    return SDPBound(solved, best, value, Zv, seconds, done, n_cuts)
 
 
 def radius_sdp_bound(X: Any, k: int, r: float, *, eps: float = 1e-4, solver: str = "SCS",
-                     max_iters: int = 20000, cut_rounds: int = 0, cuts_per_round: int | None = None) -> SDPBound:
+                     max_iters: int = 20000, cut_rounds: int = 0, cuts_per_round: int | None = None,
+                     progress: bool = True) -> SDPBound:
     """Peng-Wei k-means SDP with the radius as a zero pattern: a lower bound and a certificate.
 
     .. math::
@@ -872,6 +880,8 @@ def radius_sdp_bound(X: Any, k: int, r: float, *, eps: float = 1e-4, solver: str
         pair inequalities either). Stops early when no triangle is violated by more than eps.
     cuts_per_round : int or None
         Triangles added per round; None: 10 n.
+    progress : bool
+        A bar over the cut rounds, with the best bound so far (off under ``TQDM_DISABLE``).
 
     Returns
     -------
@@ -885,7 +895,7 @@ def radius_sdp_bound(X: Any, k: int, r: float, *, eps: float = 1e-4, solver: str
     per_round = 10 * len(X) if cuts_per_round is None else check_int(cuts_per_round, "cuts_per_round", low=1)
     D = _distances(X)
     if cut_rounds:
-        out = _pw_sdp_cuts(D**2, D > 2 * r, k, eps, solver, max_iters, cut_rounds, per_round)
+        out = _pw_sdp_cuts(D**2, D > 2 * r, k, eps, solver, max_iters, cut_rounds, per_round, progress)
     else:
         out = _pw_sdp(D**2, D > 2 * r, k, eps, solver, max_iters)
     return out if out.Z is None or not is_torch(X0) else SDPBound(out.status, out.lower_bound, out.primal_value,

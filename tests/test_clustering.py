@@ -558,3 +558,23 @@ def test_cut_rounds_bad_input():
     for kw in ({"cut_rounds": -1}, {"cut_rounds": 1.5}, {"cut_rounds": 1, "cuts_per_round": 0}):
         with pytest.raises(ValueError):
             radius_sdp_bound(X, 2, 5.0, **kw)
+
+
+def test_cut_rounds_keep_the_last_solved_round_when_a_round_fails(monkeypatch):
+    import helpers.clustering as hc
+
+    X = np.random.default_rng(3).normal(size=(10, 2))
+    r = 1.2 * feasible_radius_bracket(X, 3)[1]
+    solve, calls = hc._sdp_solve, []
+
+    def failing_second(prob, *args):
+        calls.append(1)
+        return ("solver_error", 0.0) if len(calls) == 2 else solve(prob, *args)
+
+    monkeypatch.setattr(hc, "_sdp_solve", failing_second)
+    out = radius_sdp_bound(X, 3, r, cut_rounds=3, progress=False)
+    assert len(calls) == 2
+    first = radius_sdp_bound(X, 3, r, cut_rounds=0)
+    assert out.status in ("optimal", "optimal_inaccurate")
+    assert out.rounds == 0 and out.cuts == 0 and out.lower_bound is not None
+    assert out.lower_bound >= first.lower_bound - 1e-3 * abs(first.lower_bound)  # pair rows only
