@@ -22,6 +22,7 @@ at 0, hard-tanh is flat at its bounds, max-pool takes the index that PyTorch ret
 
 from __future__ import annotations
 
+import math
 import operator
 import threading
 import weakref
@@ -803,7 +804,7 @@ def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, c
     # none and the comparison alone is the rule (on CPU, where reading the sum costs no sync; the
     # sum is also NaN for +inf with -inf, which takes the full rule, as it may).
     take = torch.gt(second, x[..., :span:s])
-    if x.device.type != "cpu" or torch.isnan(values.sum()):
+    if x.device.type != "cpu" or math.isnan(values.sum().item()):  # 1 us faster than torch.isnan
         take.logical_or_(torch.isnan(second))
 
     index = []  # the gather's index, made once, on first need
