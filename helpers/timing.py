@@ -40,7 +40,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Timings", "compare", "TimeoutRun", "run_with_timeout", "qhull_build_times"]
+__all__ = ["Timings", "balanced_orders", "compare", "TimeoutRun", "run_with_timeout", "qhull_build_times"]
 
 
 def _is_int(x) -> bool:
@@ -193,13 +193,39 @@ class _Threads:
         return False
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of ``range(n)`` in which every item takes every position and follows every other
+    item equally often: a Williams design (Williams 1949, for carry-over effects in crossover
+    trials). ``n`` orders for even ``n``, ``2 n`` for odd ``n`` (each order then next to its
+    reverse, so that a short run of rounds is balanced too).
+
+    >>> balanced_orders(4)
+    [[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0], [3, 0, 2, 1]]
+    """
+    first, lo, hi = [0], 1, n - 1
+    while len(first) < n:  # 0, 1, n-1, 2, n-2, ...: the steps between neighbours all differ
+        first.append(lo)
+        lo += 1
+        if len(first) < n:
+            first.append(hi)
+            hi -= 1
+    rows = [[(i + r) % n for i in first] for r in range(n)]
+    if n % 2 == 0:
+        return rows
+    return [order for row in rows for order in (row, row[::-1])]
+
+
 def compare(methods: Mapping[str, Callable[[], object]], *, rounds: int = 5, number: int = 10,
             warmup: int = 2, threads: int | None = None, device=None) -> Timings:
     """Seconds per call of each method: the median of ``rounds`` interleaved rounds.
 
-    Round ``r`` runs every method ``number`` times in a row, the methods in the order of
-    ``methods`` rotated by ``r``, so that no method always runs first or after the same
-    neighbour, and a burst of load on a shared machine hits all methods alike.
+    Round ``r`` runs every method ``number`` times in a row, the methods in the ``r``-th order
+    of a balanced design (:func:`balanced_orders`): over a cycle of rounds every method runs in
+    every position and right after every other method equally often, and a burst of load on a
+    shared machine hits all methods alike. The neighbour matters: a method run right after a
+    similar one (a copy of the same kernel) measured 2-6 % faster than when it ran after the
+    model's forward pass, which a plain rotation of the order, where each method keeps its
+    predecessor, turns into a bias of every ratio.
 
     The estimator is the median of the rounds. Until this version ``compare`` reported the
     best (smallest) round, as ``timeit`` does. On a shared machine the minimum of a few rounds is
@@ -214,7 +240,7 @@ def compare(methods: Mapping[str, Callable[[], object]], *, rounds: int = 5, num
         Name -> a callable with no arguments. Pass work on a GPU as it is: ``compare``
         synchronises the device itself (see ``device``).
     rounds
-        Rounds; each runs every method ``number`` times, in a rotated order.
+        Rounds; each runs every method ``number`` times, in the order of the round (above).
     number
         Calls per method per round, timed together (one clock reading per batch).
     warmup
@@ -275,9 +301,9 @@ def compare(methods: Mapping[str, Callable[[], object]], *, rounds: int = 5, num
                 methods[name]()
         if sync is not None:
             sync()  # the warm-up's queued work must not land in the first batch
+        orders = balanced_orders(len(names))
         for r in range(rounds):
-            shift = r % len(names)
-            for name in names[shift:] + names[:shift]:
+            for name in (names[i] for i in orders[r % len(orders)]):
                 fn = methods[name]
                 start = perf_counter()
                 for _ in range(number):

@@ -57,3 +57,12 @@ def test_unknown_commit_fails_clearly(tmp_path, capsys):
     out = tmp_path / "ba.json"
     assert ba.main(["--quick", "--before", "0" * 40, "--arch", "MLP", "--out", str(out)]) == 2
     assert "git" in capsys.readouterr().err and not out.exists()
+
+
+def test_after_is_the_working_tree_loaded_like_before():
+    new, new_sampling = ba.load_kernel(None, "after")
+    import helpers.jvp
+    assert new.__name__ == "helpers_after_jvp" and new.jvp is not helpers.jvp.jvp
+    assert new_sampling.jvp is new.jvp  # the loaded sampling runs the loaded kernel
+    assert Path(new.__file__) == ROOT / "helpers" / "jvp.py"
+    assert sys.modules["helpers.jvp"] is helpers.jvp

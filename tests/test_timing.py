@@ -4,13 +4,14 @@ compare, and run_with_timeout (work in a child process stopped at a time limit).
 import json
 import pickle
 import time
+from collections import Counter
 
 import pytest
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import helpers.timing as timing
-from helpers.timing import Timings, compare, run_with_timeout
+from helpers.timing import Timings, balanced_orders, compare, run_with_timeout
 
 
 class FakeClock:
@@ -68,13 +69,26 @@ def test_ratio_pairs_rounds_where_a_ratio_of_medians_does_not(clock):
     assert t["d"] / t["c"] == 2.0 and t.ratio("d", "c") == 2.0 and t.extremes("c") == (1.0, 4.0)
 
 
-def test_compare_rotates_the_order_of_the_methods_every_round():
+def test_compare_follows_the_balanced_orders_round_by_round():
     calls = []
-    methods = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    compare(methods, rounds=4, number=2, warmup=1)
-    warm, timed = calls[:3], calls[3:]
-    assert warm == ["a", "b", "c"]
-    assert timed == [*"aabbcc", *"bbccaa", *"ccaabb", *"aabbcc"]
+    methods = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
+    compare(methods, rounds=5, number=2, warmup=1)
+    warm, timed = calls[:4], calls[4:]
+    assert warm == ["a", "b", "c", "d"]
+    assert timed == [*"aabbddcc", *"bbccaadd", *"ccddbbaa", *"ddaaccbb", *"aabbddcc"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7])
+def test_balanced_orders_put_every_method_everywhere_and_after_every_other_equally_often(n):
+    orders = balanced_orders(n)
+    assert len(orders) == (n if n % 2 == 0 else 2 * n)
+    assert all(sorted(o) == list(range(n)) for o in orders)
+    per_position = Counter((pos, m) for o in orders for pos, m in enumerate(o))
+    assert set(per_position.values()) == {len(orders) // n}  # every method in every position
+    after = Counter((a, b) for o in orders for a, b in zip(o, o[1:]))
+    if n > 1:  # every ordered pair of distinct methods adjacent, equally often
+        assert set(after) == {(a, b) for a in range(n) for b in range(n) if a != b}
+        assert len(set(after.values())) == 1
 
 
 def test_compare_ranks_a_slower_method_slower_with_real_sleeps():

@@ -1,9 +1,12 @@
 """The CPA JVP before and after the work on issue 18, timed side by side in one run.
 
 Loads the "before" kernel, ``helpers/jvp.py`` (and ``helpers/sampling.py``, for the per-sample
-Jacobians) at commit ``BEFORE`` from the git history, into temporary modules, next to the
-current ``helpers.jvp``, and times both with :func:`helpers.timing.compare` (interleaved rounds,
-order rotated, medians of per-round ratios), on the chapter's zoo (:mod:`helpers.zoo`):
+Jacobians) at commit ``BEFORE`` from the git history, and the "after" kernel from the working
+tree, each into temporary modules made the same way, so that only their source differs, and
+times both with :func:`helpers.timing.compare` (interleaved rounds in a balanced order, medians
+of per-round ratios), on the chapter's zoo (:mod:`helpers.zoo`). With ``--before HEAD`` (the
+same code twice) the one-shot rows read 0.97-1.03x; while ``compare`` only rotated the order,
+"after", always right after "before", read 1.03-1.06x:
 
 - one JVP at batch 8 and 64: the cost in forward passes (JVP time / ``model(x)`` time) and the
   ratio over the fastest of ``torch.func.jvp``, ``torch.autograd.forward_ad`` and double-backward;
@@ -65,20 +68,26 @@ def _git(*args: str) -> str:
     return out.stdout
 
 
-def load_before(commit: str = BEFORE) -> tuple[types.ModuleType, types.ModuleType]:
-    """``(jvp, sampling)`` as they were at ``commit``, as modules of their own.
+def load_kernel(commit: str | None = BEFORE, tag: str = "before") -> tuple[types.ModuleType, types.ModuleType]:
+    """``(jvp, sampling)`` as they are at ``commit`` (None: the working tree), as modules of their
+    own named ``helpers_<tag>_jvp`` and ``helpers_<tag>_sampling``.
 
-    The old ``sampling`` imports the old ``jvp`` (``helpers.jvp`` is swapped for it while the old
-    ``sampling`` source runs); both share today's ``helpers._checks``.
+    The loaded ``sampling`` imports the loaded ``jvp`` (``helpers.jvp`` is swapped for it while
+    that source runs); both share today's ``helpers._checks``.
     """
     modules = []
     saved = sys.modules.get("helpers.jvp")
     import helpers  # noqa: F401  (the package, for helpers._checks)
     try:
         for name in ("jvp", "sampling"):
-            source = _git("show", f"{commit}:helpers/{name}.py")
-            mod = types.ModuleType(f"helpers_before_{name}")
-            mod.__file__ = f"{commit}:helpers/{name}.py"
+            if commit is None:
+                where = ROOT / "helpers" / f"{name}.py"
+                source = where.read_text()
+            else:
+                where = f"{commit}:helpers/{name}.py"
+                source = _git("show", where)
+            mod = types.ModuleType(f"helpers_{tag}_{name}")
+            mod.__file__ = str(where)
             sys.modules[mod.__name__] = mod
             if name == "sampling":
                 sys.modules["helpers.jvp"] = modules[0]
@@ -92,7 +101,12 @@ def load_before(commit: str = BEFORE) -> tuple[types.ModuleType, types.ModuleTyp
     return modules[0], modules[1]
 
 
-_BEFORE: dict = {}  # commit -> the loaded modules, so that repeats share one trace cache
+def load_before(commit: str = BEFORE) -> tuple[types.ModuleType, types.ModuleType]:
+    """``(jvp, sampling)`` as they were at ``commit``: :func:`load_kernel`."""
+    return load_kernel(commit, "before")
+
+
+_LOADED: dict = {}  # (commit, tag) -> the loaded modules, so that repeats share one trace cache
 
 
 def commit_of(rev: str) -> str:
@@ -118,15 +132,17 @@ def _measure(args, threads: int) -> dict:
     import torch
     import torch.autograd.forward_ad as fwAD
 
-    from helpers import sampling as after_sampling
     from helpers.generative import DigitsVAE
-    from helpers.jvp import jvp as after_jvp, linearize as after_linearize
     from helpers.runtime import derive_seed, device_name
     from helpers.timing import compare
     from helpers.zoo import ZOO, build, generator
 
-    before_jvp, before_sampling = _BEFORE.get(args.before) or load_before(args.before)
-    _BEFORE[args.before] = (before_jvp, before_sampling)
+    for key in ((args.before, "before"), (None, "after")):
+        if key not in _LOADED:
+            _LOADED[key] = load_kernel(*key)
+    before_jvp, before_sampling = _LOADED[(args.before, "before")]
+    after, after_sampling = _LOADED[(None, "after")]
+    after_jvp, after_linearize = after.jvp, after.linearize
     # compare(threads=...) sets the thread count for each timing and restores it
     rounds, warmup = (3, 1) if args.quick else (args.rounds, 2)
     min_batch_s = 1e-3 if args.quick else 2e-3
