@@ -5,7 +5,7 @@ Jacobians) at commit ``BEFORE`` from the git history, and the "after" kernel fro
 tree, each into temporary modules made the same way, so that only their source differs, and
 times both with :func:`helpers.timing.compare` (interleaved rounds in a balanced order, medians
 of per-round ratios), on the chapter's zoo (:mod:`helpers.zoo`). With ``--before HEAD`` (the
-same code twice) the one-shot rows read 0.97-1.03x; while ``compare`` only rotated the order,
+same code twice) the one-shot rows read 0.98-1.04x; while ``compare`` only rotated the order,
 "after", always right after "before", read 1.03-1.06x:
 
 - one JVP at batch 8 and 64: the cost in forward passes (JVP time / ``model(x)`` time) and the
