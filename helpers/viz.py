@@ -260,7 +260,17 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str], *, fmt: str |
     from IPython.display import HTML, display
 
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells)
+    numeric = [all(not isinstance(r[j], str) for r in rows) for j in range(len(header))]
+    align = ['class="num"' if num else "" for num in numeric]
+    head = "".join(f"<th {a}>{esc(h)}</th>".replace(" >", ">") for h, a in zip(header, align))
+    body = "".join("<tr>" + "".join(f"<td {a}>{esc(c)}</td>".replace(" >", ">")
+                                    for c, a in zip(row, align)) + "</tr>" for row in cells)
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    display(HTML(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"))
+    # The book's theme pads Markdown tables but not a notebook's HTML output: without this,
+    # neighbouring numbers run together ("1001.2097" for n = 100 next to 1.2097).
+    display(HTML(f"{_TABLE_STYLE}<table class=\"book-table\">{cap}<thead><tr>{head}</tr></thead>"
+                 f"<tbody>{body}</tbody></table>"))
+
+
+_TABLE_STYLE = ("<style>.book-table th, .book-table td {padding: 0.15em 0.45em; vertical-align: top}"
+                " .book-table .num {text-align: right; font-variant-numeric: tabular-nums}</style>")

@@ -169,4 +169,7 @@ def test_table_is_html_inside_a_kernel(monkeypatch):
     monkeypatch.setattr(IPython, "get_ipython", lambda: type("Shell", (), {"kernel": object()})())
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
     viz.table([("<b>", 0.5)], ("name", "x"))
-    assert isinstance(shown[0], HTML) and "<td>&lt;b&gt;</td><td>0.5</td>" in shown[0].data
+    assert isinstance(shown[0], HTML) and '<td>&lt;b&gt;</td><td class="num">0.5</td>' in shown[0].data
+    # cells padded and numbers right-aligned: neighbouring columns must not run together
+    assert '<table class="book-table">' in shown[0].data and "padding" in shown[0].data
+    assert '<th>name</th><th class="num">x</th>' in shown[0].data
