@@ -22,6 +22,7 @@ at 0, hard-tanh is flat at its bounds, max-pool takes the index that PyTorch ret
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import threading
@@ -787,10 +788,11 @@ def _module_call(node, mod, what):
 
 def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """1-D max-pool without indices asked: for windows of two without padding or ceil mode (the
-    common pooling) the code is which entry of each pair won, a boolean, and the tangent is a
-    select between the two strided views of the tangent for small outputs, a gather at indices
-    made once from the code for large ones and for K tangents per sample (see _SELECT_MAX).
-    Other windows: indices from comparisons and a gather."""
+    common pooling) the code is which entry of each pair won, a boolean. One tangent per sample
+    is a select between the pair's strided views for small outputs and is read at flat positions
+    (_pair_positions + the code) with ``index_select`` for large ones (see _SELECT_MAX); K
+    tangents per sample are gathered at indices made once from the code. Other windows: indices
+    from comparisons and a gather."""
     (k,), (p,), (d,) = _single(kernel_size), _single(padding), _single(dilation)
     s = _single(stride)[0] if stride not in (None, ()) else k
     if k != 2 or p != 0 or ceil_mode or x.dim() != 3 or x.shape[-1] < d + 1:
@@ -813,17 +815,38 @@ def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, c
         t = ta[0]
         if K == 1 and take.numel() < _SELECT_MAX:
             return torch.where(take, t[..., d: d + span: s], t[..., :span:s])
+        if K == 1 and t.is_contiguous():
+            first = _pair_positions(t.shape, values.shape[-1], s, t.device)
+            at = first + take if d == 1 else torch.add(first, take, alpha=d)
+            return t.view(-1).index_select(0, at.view(-1)).view(values.shape)
         if not index:
             index.append(torch.add(torch.arange(0, span, s, device=x.device), take, alpha=d))
         return _gather(t, index[0], 2, K)
     return values, _fresh(tangent)
 
 
-# Up to this many outputs the select on strided views is the faster tangent of a pair max-pool;
-# above it, a gather at indices (on the 1-D conv net, one thread: the select is 1.03x faster at
-# batch 8, 8192 and 4096 outputs per pooling; the gather 1.11x faster at batch 64 and with K
-# tangents per sample).
+# Up to this many outputs the select on strided views (a branch per entry) is the faster tangent
+# of a pair max-pool; above it the index_select at _pair_positions. Whole JVP of the 1-D conv net,
+# one thread: at batch 8 (8192 and 4096 outputs per pooling) the select is 1.01-1.02x faster
+# with new inputs at every call, 1.07x with the same input every call (the branch predictor
+# learns its pattern); at batch 64 the index_select is 1.04-1.05x faster either way.
 _SELECT_MAX = 16384
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_positions(shape: torch.Size, length: int, s: int, device: torch.device) -> torch.Tensor:
+    """Flat position of each window's first entry in a contiguous tensor of ``shape``, shaped
+    like the pooled output (``shape[:-1] + (length,)``), int32 where it fits. Cached per shape:
+    made per call it would add a quarter to the pool's tangent.
+
+    Why not the select: ``torch.where`` between the pair's strided views is a branch per entry
+    on CPU, and in the model's pass, where the branch predictor has not learned the pattern, it
+    ran 3x slower than this index_select (65536 outputs, one thread: 200 against 62 us; the
+    gather along the last axis at int64 indices, 96 us)."""
+    rows, L = math.prod(shape[:-1]), shape[-1]
+    dtype = torch.int32 if rows * L < 2 ** 31 else torch.int64
+    starts = torch.arange(0, rows * L, L, dtype=dtype, device=device).unsqueeze(1)
+    return (starts + torch.arange(0, s * length, s, dtype=dtype, device=device)).view(*shape[:-1], length)
 
 
 def _max_pool1d_with_indices(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):

@@ -614,11 +614,13 @@ class Lambda(nn.Module):
                                   dict(kernel_size=2, stride=3)])
 @pytest.mark.parametrize("values", ["ties", "nan", "infs"])
 @pytest.mark.parametrize("select_max", [None, 0])
-def test_max_pool1d_pair_select_picks_pytorchs_entry(pool, K, values, select_max, monkeypatch):
-    # Windows of two select between the pair's strided views (no indices), or gather at indices
-    # made from which entry won (large outputs, K tangents): on ties the first entry, on NaN a NaN
-    # second entry, as PyTorch's indices do; the tangents are the same entries.
-    if select_max is not None:  # the gather for every size
+@pytest.mark.parametrize("strided", [False, True])
+def test_max_pool1d_pair_select_picks_pytorchs_entry(pool, K, values, select_max, strided, monkeypatch):
+    # Windows of two select between the pair's strided views (small outputs), read one tangent per
+    # sample at flat positions from which entry won (large outputs), and gather K tangents (or a
+    # non-contiguous one) at indices made from it: on ties the first entry, on NaN a NaN second
+    # entry, as PyTorch's indices do; the tangents are the same entries.
+    if select_max is not None:  # the large-output paths at every size
         monkeypatch.setattr("helpers.jvp._SELECT_MAX", select_max)
     x = sample((3, 12), 4, 79).round()
     if values == "nan":
@@ -627,6 +629,9 @@ def test_max_pool1d_pair_select_picks_pytorchs_entry(pool, K, values, select_max
         x[x > 0.8], x[x < -0.8] = float("inf"), -float("inf")
     K_ = K or 1
     v = sample((3, 12), 4 * K_, 80).reshape(4, K_, 3, 12) if K else sample((3, 12), 4, 80)
+    if strided:  # the same values, laid out channels-inner
+        v = v.transpose(-1, -2).contiguous().transpose(-1, -2)
+        assert not v.is_contiguous()
     for model in (nn.MaxPool1d(**pool), Lambda(lambda z: F.max_pool1d(z, **pool))):
         y, jv = jvp(model, x, v)
         ref_y, ref_idx = F.max_pool1d_with_indices(x, **pool)
