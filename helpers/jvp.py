@@ -1366,8 +1366,11 @@ def jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor):
     carries: set = set()
     fresh: set = set()
     reuse = not builds_graph
-    for step in plan:
+    for step, dead in plan:
         step(x, env, tenv, K, carries, fresh, reuse)
+        for d in dead:  # the values whose last reader this node was
+            del env[d]
+            tenv.pop(d, None)
     y = fx.node.map_arg(trace.output.args[0], env.__getitem__)
     return y, _tangent_output(trace, env, tenv, K, x.shape[0], stacked)
 
@@ -1393,18 +1396,17 @@ def _plan(trace: _Trace) -> list:
     for node in trace.nodes:
         if node.op == "output":
             break
-        dead = tuple(trace.dead_after.get(node, ()))
-        generic = _generic_step(node, trace, dead)
+        generic = _generic_step(node, trace)
         fused = None
         if node.op == "call_module" and not node.kwargs and len(node.args) == 1 and type(node.args[0]) is fx.Node:
             make = _FUSED.get(type(trace.modules[node]))
-            fused = make and make(node, trace.modules[node], generic, dead)
-        plan.append(fused or generic)
+            fused = make and make(node, trace.modules[node], generic)
+        plan.append((fused or generic, tuple(trace.dead_after.get(node, ()))))
     trace.plan = plan
     return plan
 
 
-def _generic_step(node, trace, dead):
+def _generic_step(node, trace):
     """The walk's own code for one node: _primal_step, the buffer reuse and _tangent_step."""
     def step(x, env, tenv, K, carries, fresh, reuse):
         out = _primal_step(node, trace, x, env, carries)
@@ -1413,13 +1415,10 @@ def _generic_step(node, trace, dead):
             if reuse:
                 tangent = _reuse_step(node, tangent, args, fresh)
             _tangent_step(tenv, K, node, tangent, args, alias, ())
-        for d in dead:
-            del env[d]
-            tenv.pop(d, None)
     return step
 
 
-def _fused_linear(node, mod, generic, dead):
+def _fused_linear(node, mod, generic):
     src = node.args[0]
     params = mod._parameters
 
@@ -1432,16 +1431,13 @@ def _fused_linear(node, mod, generic, dead):
         tenv[node] = F.linear(tenv[src], w)
         carries.add(node)
         fresh.add(node)
-        for d in dead:
-            del env[d]
-            tenv.pop(d, None)
     return step
 
 
 def _fused_unit(kernel_of):
     """ReLU and LeakyReLU (positive slope, not in place): the primal's output is the code, the
     tangent autograd's backward kernel, written into the input tangent where _reuse_step would."""
-    def make(node, mod, generic, dead):
+    def make(node, mod, generic):
         made = kernel_of(mod)
         if made is None:
             return None
@@ -1457,9 +1453,6 @@ def _fused_unit(kernel_of):
             tenv[node] = _per_sample(tenv[src], _Code(y), K, op, reuse and sole and src in fresh)
             carries.add(node)
             fresh.add(node)
-            for d in dead:
-                del env[d]
-                tenv.pop(d, None)
         return step
     return make
 
@@ -1480,7 +1473,7 @@ def _leaky_kernels(mod):
 def _fused_module(tangent_of):
     """Modules whose primal is the module call (convolutions, batch-norm): the tangent from
     ``tangent_of(mod, t, K, a, inplace)``."""
-    def make(node, mod, generic, dead):
+    def make(node, mod, generic):
         if isinstance(mod, nn.modules.batchnorm._BatchNorm) and (mod.training or mod.running_var is None):
             return None  # the walk raises the error that names it
         src = node.args[0]
@@ -1494,9 +1487,6 @@ def _fused_module(tangent_of):
             tenv[node] = tangent_of(mod, tenv[src], K, a, reuse and sole and src in fresh)
             carries.add(node)
             fresh.add(node)
-            for d in dead:
-                del env[d]
-                tenv.pop(d, None)
         return step
     return make
 
@@ -1548,7 +1538,7 @@ def _bn_tangent(mod, t, K, a, inplace):
     return t.mul_(scale) if inplace else t * scale
 
 
-def _fused_pool(node, mod, generic, dead):
+def _fused_pool(node, mod, generic):
     """Max-pool without indices returned: the walk's rule (_max_pool1d_rule, _pool_module) called
     directly, its tangent applied at once."""
     if mod.return_indices:
@@ -1571,13 +1561,10 @@ def _fused_pool(node, mod, generic, dead):
         tenv[node] = tangent(K, (tenv[src],))
         carries.add(node)
         fresh.add(node)
-        for d in dead:
-            del env[d]
-            tenv.pop(d, None)
     return step
 
 
-def _fused_reshaping(node, mod, generic, dead):
+def _fused_reshaping(node, mod, generic):
     """Flatten and Unflatten: the module on the primal and on the tangent (a view, not fresh)."""
     src = node.args[0]
 
@@ -1587,9 +1574,6 @@ def _fused_reshaping(node, mod, generic, dead):
         out = env[node] = mod(env[src])
         tenv[node] = _batch_preserving(node, out, K)(mod(tenv[src]), out)
         carries.add(node)
-        for d in dead:
-            del env[d]
-            tenv.pop(d, None)
     return step
 
 
