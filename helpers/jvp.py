@@ -816,8 +816,7 @@ def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, c
         if K == 1 and take.numel() < _SELECT_MAX:
             return torch.where(take, t[..., d: d + span: s], t[..., :span:s])
         if K == 1 and t.is_contiguous():
-            first = _pair_positions(t.shape, values.shape[-1], s, t.device)
-            at = first + take if d == 1 else torch.add(first, take, alpha=d)
+            at = torch.add(_pair_positions(t.shape, values.shape[-1], s, t.device), take, alpha=d)
             return t.view(-1).index_select(0, at.view(-1)).view(values.shape)
         if not index:
             index.append(torch.add(torch.arange(0, span, s, device=x.device), take, alpha=d))

@@ -261,10 +261,10 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str], *, fmt: str |
 
     esc = html.escape
     numeric = [all(not isinstance(r[j], str) for r in rows) for j in range(len(header))]
-    align = ['class="num"' if num else "" for num in numeric]
-    head = "".join(f"<th {a}>{esc(h)}</th>".replace(" >", ">") for h, a in zip(header, align))
-    body = "".join("<tr>" + "".join(f"<td {a}>{esc(c)}</td>".replace(" >", ">")
-                                    for c, a in zip(row, align)) + "</tr>" for row in cells)
+    align = [' class="num"' if num else "" for num in numeric]  # right-aligned (the style below)
+    head = "".join(f"<th{a}>{esc(h)}</th>" for h, a in zip(header, align))
+    body = "".join("<tr>" + "".join(f"<td{a}>{esc(c)}</td>" for c, a in zip(row, align)) + "</tr>"
+                   for row in cells)
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     # The book's theme pads Markdown tables but not a notebook's HTML output: without this,
     # neighbouring numbers run together ("1001.2097" for n = 100 next to 1.2097).

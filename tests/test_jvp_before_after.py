@@ -47,7 +47,7 @@ def test_quick_run_writes_the_table(tmp_path, one_torch_thread):
 
 @needs_history
 def test_before_is_the_old_kernel():
-    old, old_sampling = ba.load_before()
+    old, old_sampling = ba.load_kernel()  # BEFORE, from the git history
     import helpers.jvp
     assert old.jvp is not helpers.jvp.jvp and old_sampling.linearize is old.linearize
     assert sys.modules["helpers.jvp"] is helpers.jvp  # restored after loading the old sampling

@@ -101,11 +101,6 @@ def load_kernel(commit: str | None = BEFORE, tag: str = "before") -> tuple[types
     return modules[0], modules[1]
 
 
-def load_before(commit: str = BEFORE) -> tuple[types.ModuleType, types.ModuleType]:
-    """``(jvp, sampling)`` as they were at ``commit``: :func:`load_kernel`."""
-    return load_kernel(commit, "before")
-
-
 _LOADED: dict = {}  # (commit, tag) -> the loaded modules, so that repeats share one trace cache
 
 
