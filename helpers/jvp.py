@@ -34,8 +34,9 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules import module as _nn_module
-from torch.nn.modules.utils import _single
+from torch.nn.modules.utils import _pair, _single
 
+from helpers import native_pool
 from helpers._checks import ParameterError
 
 __all__ = ["jvp", "linearize", "UnsupportedLayerError"]
@@ -674,8 +675,8 @@ def _f_max_pool(fn_with_indices, nd, adaptive=False):
         kw = dict(zip(names, args[1:]))
         kw.update(kwargs)
         want_indices = kw.pop("return_indices", False)
-        if nd == 1 and not adaptive and not want_indices:
-            return _max_pool1d_rule(node, args[0], **kw)
+        if not adaptive and not want_indices:
+            return _max_pool_rule(node, args[0], nd, **kw)
         call = (lambda: fn_with_indices(args[0], **kw, return_indices=True)) if adaptive else \
             (lambda: fn_with_indices(args[0], **kw))
         return _pool_module(node, args[0], nd, want_indices, call)
@@ -755,9 +756,10 @@ def _module_call(node, mod, what):
         return lambda x: _hardtanh(mod, x, mod.min_val, mod.max_val)
     if isinstance(mod, nn.PReLU):
         return lambda x: _slope_rule(_prelu_slope(mod.weight), mod)(node, (x,), {}, None)
-    if isinstance(mod, nn.MaxPool1d) and not mod.return_indices:
-        return lambda x: _max_pool1d_rule(node, x, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-                                          mod.ceil_mode)
+    if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) and not mod.return_indices:
+        nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
+        return lambda x: _max_pool_rule(node, x, nd, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
+                                        mod.ceil_mode)
     if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
         nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
         fn = {1: _max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}[nd]
@@ -786,8 +788,60 @@ def _module_call(node, mod, what):
     raise _unsupported(node, what, "it is not an affine layer or a CPA nonlinearity")
 
 
+def _max_pool_rule(node, x, nd, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max-pool without indices asked. 1-D and 2-D pooling without padding or ceil mode run the
+    compiled kernels of :mod:`helpers.native_pool` where they apply (one pass for the values and
+    the code of each window's winner, one for the tangent); elsewhere, or where a tangent does not
+    suit them, PyTorch ops give the same numbers."""
+    native = _native_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode)
+    if native is not None:
+        return native
+    if nd == 1:
+        return _max_pool1d_rule(node, x, kernel_size, stride, padding, dilation, ceil_mode)
+    fn = {2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}[nd]
+    return _pool_module(node, x, nd, False, lambda: fn(x, kernel_size, stride, padding, dilation, ceil_mode))
+
+
+def _native_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode):
+    """``(values, tangent function)`` from the compiled kernels, or None where they do not apply."""
+    if nd not in (1, 2) or ceil_mode:
+        return None
+    tup = _single if nd == 1 else _pair
+    k, p, d = tup(kernel_size), tup(padding), tup(dilation)
+    s = tup(stride) if stride not in (None, ()) else k
+    if any(p):
+        return None
+    pooled = native_pool.window_max(x, k, s, d)
+    if pooled is None:
+        return None
+    values, code = pooled
+    index = []  # for the gather: made once, on first need
+
+    def tangent(K, ta):
+        # K tangents per sample take PyTorch's gather, which runs on every thread (the loop runs
+        # on one): on the zoo's K = 16 replays at 2 threads the loop was 1.01-1.10x slower.
+        out = native_pool.window_select(ta[0], code, K, k, s, d) if K == 1 else None
+        if out is not None:
+            return out
+        if not index:
+            index.append(_Code(_window_indices(code, x.shape, k, s, d)))
+        return _pool_gather(ta[0], index[0], K)
+    return values, _fresh(tangent)
+
+
+def _window_indices(code, shape, k, s, d):
+    """The flat spatial index of each window's winner, as PyTorch's pooling returns it, from the
+    code (the winner's position in its window, row-major)."""
+    code = code.long()
+    if len(k) == 1:
+        return (code * d[0]).add_(torch.arange(0, s[0] * code.shape[-1], s[0]))
+    oh, ow = code.shape[-2:]
+    row = torch.arange(0, s[0] * oh, s[0]).unsqueeze(1) + torch.div(code, k[1], rounding_mode="floor") * d[0]
+    return (row * shape[-1]).add_(torch.arange(0, s[1] * ow, s[1])).add_(code.remainder(k[1]) * d[1])
+
+
 def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """1-D max-pool without indices asked: for windows of two without padding or ceil mode (the
+    """1-D max-pool without indices asked (PyTorch ops): for windows of two without padding or ceil mode (the
     common pooling) the code is which entry of each pair won, a boolean. One tangent per sample
     is a select between the pair's strided views for small outputs and is read at flat positions
     (_pair_positions + the code) with ``index_select`` for large ones (see _SELECT_MAX); K
@@ -1538,24 +1592,18 @@ def _bn_tangent(mod, t, K, a, inplace):
 
 
 def _fused_pool(node, mod, generic):
-    """Max-pool without indices returned: the walk's rule (_max_pool1d_rule, _pool_module) called
-    directly, its tangent applied at once."""
+    """Max-pool without indices returned: the walk's rule (_max_pool_rule) called directly, its
+    tangent applied at once."""
     if mod.return_indices:
         return None
     src = node.args[0]
     nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
-    fn = {2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}.get(nd)
 
     def step(x, env, tenv, K, carries, fresh, reuse):
         if src not in carries:
             return generic(x, env, tenv, K, carries, fresh, reuse)
-        a = env[src]
-        if nd == 1:
-            out, tangent = _max_pool1d_rule(node, a, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-                                            mod.ceil_mode)
-        else:
-            out, tangent = _pool_module(node, a, nd, False, lambda: fn(
-                a, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode))
+        out, tangent = _max_pool_rule(node, env[src], nd, mod.kernel_size, mod.stride, mod.padding,
+                                      mod.dilation, mod.ceil_mode)
         env[node] = out
         tenv[node] = tangent(K, (tenv[src],))
         carries.add(node)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import native_pool
 from helpers.jvp import UnsupportedLayerError, jvp, linearize
 
 pytestmark = pytest.mark.filterwarnings(  # raised inside torch.func's forward-AD setup, not by helpers
@@ -43,6 +44,17 @@ def grad_mode(request):
     no_grad linearize overwrites dead tangent buffers in place (a different code path)."""
     with torch.set_grad_enabled(request.param == "grad"):
         yield request.param
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def pooling(request, monkeypatch):
+    """Every test runs with max-pooling on the compiled kernels (helpers.native_pool) and on
+    PyTorch ops, the path of a machine without a C compiler."""
+    if request.param == "native" and not native_pool.available():
+        pytest.skip(native_pool.status())
+    if request.param == "torch":
+        monkeypatch.setitem(native_pool._STATE, "lib", None)
+    return request.param
 
 
 # --------------------------------------------------------------------------------------------
