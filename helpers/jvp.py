@@ -18,6 +18,10 @@ naming the operation and where it sits.
 
 Kink conventions follow PyTorch's autograd: ReLU'(0) = 0, leaky-ReLU takes the negative slope
 at 0, hard-tanh is flat at its bounds, max-pool takes the index that PyTorch returns.
+
+1-D and 2-D max-pooling without padding run, on the CPU, the compiled loops of
+:mod:`helpers.native_pool` (built with the machine's C compiler on first use); without a
+compiler the same results come from PyTorch operations, more slowly.
 """
 
 from __future__ import annotations
@@ -818,8 +822,8 @@ def _native_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode):
     index = []  # for the gather: made once, on first need
 
     def tangent(K, ta):
-        # K tangents per sample take PyTorch's gather, which runs on every thread (the loop runs
-        # on one): on the zoo's K = 16 replays at 2 threads the loop was 1.01-1.10x slower.
+        # K tangents per sample take PyTorch's gather at indices made once: on the zoo's K = 16
+        # replays at 2 threads the compiled loop was no faster (0.95-1.06x the gather's speed).
         out = native_pool.window_select(ta[0], code, K, k, s, d) if K == 1 else None
         if out is not None:
             return out

@@ -122,3 +122,15 @@ def test_the_jvp_pools_on_the_kernels(name, monkeypatch):
         y_torch, t_torch = cpa.jvp(model, x, v)
     assert torch.equal(y, model(x)) and torch.equal(y, y_torch)
     assert torch.equal(t, t_torch)
+
+
+def test_bad_arguments_raise_parameter_error():
+    from helpers._checks import ParameterError
+    x = torch.randn(2, 3, 8)
+    for bad in [((2,), (2,), (0,)), ((2,), 2, (1,)), ((2, 2, 2),) * 3, ((2,), (2, 2), (1,))]:
+        with pytest.raises(ParameterError):
+            native_pool.window_max(x, *bad)
+    with pytest.raises(ParameterError):
+        native_pool.window_max(x.numpy(), (2,), (2,), (1,))
+    with pytest.raises(ParameterError):
+        native_pool.window_select(x, torch.zeros(2, 3, 4), 1, (2,), (2,), (1,))

@@ -334,7 +334,7 @@ def main(argv=None) -> int:
     }
     try:
         data.update(before_commit=commit_of(args.before), after_commit=commit_of("HEAD"),
-                    after_dirty=_dirty("helpers/jvp.py") or _dirty("helpers/sampling.py"))
+                    after_dirty=any(_dirty(f"helpers/{m}.py") for m in ("jvp", "native_pool", "sampling")))
         for threads in args.threads:
             runs = []
             for rep in range(repeats):  # the repeats lie at different moments of the run
