@@ -845,8 +845,8 @@ def _window_indices(code, shape, k, s, d):
 
 
 def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """1-D max-pool without indices asked (PyTorch ops): for windows of two without padding or ceil mode (the
-    common pooling) the code is which entry of each pair won, a boolean. One tangent per sample
+    """1-D max-pool without indices asked, with PyTorch ops: for windows of two without padding
+    or ceil mode (the common pooling) the code is which entry of each pair won, a boolean. One tangent per sample
     is a select between the pair's strided views for small outputs and is read at flat positions
     (_pair_positions + the code) with ``index_select`` for large ones (see _SELECT_MAX); K
     tangents per sample are gathered at indices made once from the code. Other windows: indices

@@ -134,3 +134,19 @@ def test_bad_arguments_raise_parameter_error():
         native_pool.window_max(x.numpy(), (2,), (2,), (1,))
     with pytest.raises(ParameterError):
         native_pool.window_select(x, torch.zeros(2, 3, 4), 1, (2,), (2,), (1,))
+
+
+@needs_kernel
+@pytest.mark.parametrize("nd", [1, 2])
+def test_codes_give_pytorchs_indices(nd):
+    # helpers.jvp gathers K tangents per sample at indices made from the codes.
+    from helpers.jvp import _window_indices
+    gen = torch.Generator().manual_seed(2)
+    windows = [((2,), (2,), (1,)), ((3,), (2,), (2,)), ((1,), (3,), (1,))] if nd == 1 else \
+        [((2, 2), (2, 2), (1, 1)), ((3, 2), (2, 1), (1, 2)), ((1, 3), (3, 1), (2, 1))]
+    pool = F.max_pool1d_with_indices if nd == 1 else F.max_pool2d_with_indices
+    for kernel, stride, dilation in windows:
+        x = awkward((2, 3, 9) if nd == 1 else (2, 3, 7, 9), torch.float64, gen)
+        _, code = native_pool.window_max(x, kernel, stride, dilation)
+        _, ref_idx = pool(x, kernel, stride, 0, dilation)
+        assert torch.equal(_window_indices(code, x.shape, kernel, stride, dilation), ref_idx)
