@@ -7,7 +7,7 @@ and two threads: the comparison for the code 35-54 us, a NaN check 7-11 us, inde
 positions 73-111 us, a select on strided views 150-290 us, against 24-40 us for
 ``F.max_pool1d``). So this module writes the two loops in C (about 75 lines, below),
 compiles them with the system's C compiler into a per-user cache the first time they are
-needed (about a second), and calls them through :mod:`ctypes`:
+needed (about a second), and calls them through ``ctypes``:
 
 - :func:`window_max` returns the pooled values and a code per window (which entry won, a byte),
   by PyTorch's rule: the window is read in row-major order and a later entry replaces the best
