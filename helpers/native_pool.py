@@ -224,13 +224,18 @@ def _library() -> ctypes.CDLL | None:
 
 def status() -> str:
     """How max-pool tangents run here: the compiled kernels (and where the library lives), or
-    why not (then ``helpers.jvp`` uses PyTorch ops, with the same results, more slowly)."""
+    why not (then ``helpers.jvp`` uses PyTorch ops, with the same results, more slowly).
+
+    >>> from helpers import native_pool
+    >>> native_pool.status().startswith("compiled with") == native_pool.available()
+    True
+    """
     _library()
     return _STATE["why"]
 
 
 def available() -> bool:
-    """Whether the compiled kernels can run in this process."""
+    """Whether the compiled kernels can run in this process (see :func:`status` for why not)."""
     return _library() is not None
 
 
@@ -277,7 +282,15 @@ def window_max(x: torch.Tensor, kernel: tuple, stride: tuple, dilation: tuple):
     with the code of each window's winner: ``(values, code)`` or ``None`` where the compiled
     kernel does not apply. ``kernel``, ``stride`` and ``dilation`` are tuples of one positive
     int per pooled axis (else ``ParameterError``). ``code`` (uint8) is the winner's position in
-    its window, counted in row-major order."""
+    its window, counted in row-major order.
+
+    >>> import torch
+    >>> from helpers import native_pool
+    >>> x = torch.tensor([[[1.0, 3.0, 2.0, 2.0, float("nan"), 0.0]]])   # (N, C, L)
+    >>> pooled = native_pool.window_max(x, (2,), (2,), (1,))
+    >>> pooled is None or pooled[1].tolist() == [[[1, 0, 0]]]   # a tie keeps the first, NaN wins
+    True
+    """
     window = _resolve(x, kernel, stride, dilation)
     if _library() is None or x.dim() != len(kernel) + 2 or not _plain(x):
         return None
@@ -295,7 +308,17 @@ def window_max(x: torch.Tensor, kernel: tuple, stride: tuple, dilation: tuple):
 def window_select(t: torch.Tensor, code: torch.Tensor, K: int, kernel: tuple, stride: tuple,
                   dilation: tuple):
     """The tangent of :func:`window_max`'s pooling: ``t`` (``K`` tangents per sample, stacked as
-    ``(N * K, C, ...)``) read at the coded entries, or ``None`` where the kernel does not apply."""
+    ``(N * K, C, ...)``) read at the coded entries, or ``None`` where the kernel does not apply.
+
+    >>> import torch
+    >>> from helpers import native_pool
+    >>> x = torch.tensor([[[1.0, 3.0, 2.0, 2.0, float("nan"), 0.0]]])
+    >>> t = torch.tensor([[[10.0, 11.0, 12.0, 13.0, 14.0, 15.0]]])   # a tangent at x
+    >>> pooled = native_pool.window_max(x, (2,), (2,), (1,))
+    >>> out = pooled and native_pool.window_select(t, pooled[1], 1, (2,), (2,), (1,))
+    >>> out is None or out.tolist() == [[[11.0, 12.0, 14.0]]]   # None: no compiler here
+    True
+    """
     window = _resolve(t, kernel, stride, dilation)
     if not isinstance(code, torch.Tensor) or code.dtype != torch.uint8:
         raise ParameterError("code must be the uint8 tensor window_max returned")
