@@ -211,7 +211,7 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
         select.argtypes = [ptr, ptr] + [i64] * 13 + [ptr]
         _FUNCTIONS[dtype] = pool, select
     threads = "on PyTorch's OpenMP threads" if "-fopenmp" in flags else "on one thread"
-    return lib, f"compiled with {cc}, running {threads}, into {lib_path}"
+    return lib, f"compiled with {cc}, running {threads}; library {lib_path}"
 
 
 def _library() -> ctypes.CDLL | None:
