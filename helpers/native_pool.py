@@ -152,13 +152,14 @@ _FLAGS = ["-O3", "-std=c99", "-shared", "-fPIC"]
 
 
 def _torch_uses_libgomp() -> bool:
-    """Whether this process runs PyTorch's threads on GNU OpenMP (Linux wheels do). Only then do
-    the loops use OpenMP: the library's libgomp.so.1 resolves to the one already loaded, so the
-    loops share PyTorch's threads and follow ``torch.set_num_threads``. A second OpenMP runtime
-    beside another one would compete with PyTorch's threads instead."""
+    """Whether this process has loaded GNU OpenMP as ``libgomp.so.1``, as PyTorch's Linux wheels
+    do (``torch/lib/libgomp.so.1``). Only then do the loops use OpenMP: the library's
+    ``libgomp.so.1`` resolves to the one already loaded, so the loops share PyTorch's threads and
+    follow ``torch.set_num_threads``. A second OpenMP runtime beside another one would compete
+    with PyTorch's threads instead."""
     try:
         with open("/proc/self/maps") as maps:
-            return "libgomp" in maps.read()
+            return any(line.rstrip().endswith("/libgomp.so.1") for line in maps)
     except OSError:
         return False
 

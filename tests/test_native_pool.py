@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,6 +90,10 @@ def test_kernel_builds_where_a_compiler_exists(monkeypatch):
         pytest.skip("no C compiler here")
     assert native_pool.available(), native_pool.status()
     assert "compiled with" in native_pool.status()
+    # PyTorch's Linux wheels run on GNU OpenMP: the loops must then share its threads.
+    if (Path(torch.__file__).parent / "lib" / "libgomp.so.1").exists():
+        assert native_pool._torch_uses_libgomp()
+        assert "running on PyTorch's OpenMP threads" in native_pool.status()
 
 
 def test_switch_and_failed_compiler_give_reasons(monkeypatch, tmp_path):
