@@ -761,11 +761,11 @@ def _module_call(node, mod, what):
     if isinstance(mod, nn.PReLU):
         return lambda x: _slope_rule(_prelu_slope(mod.weight), mod)(node, (x,), {}, None)
     if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) and not mod.return_indices:
-        nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
+        nd = _MAX_POOL_ND[type(mod)]
         return lambda x: _max_pool_rule(node, x, nd, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
                                         mod.ceil_mode)
     if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
-        nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
+        nd = _MAX_POOL_ND[type(mod)]
         fn = {1: _max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}[nd]
         return lambda x: _pool_module(node, x, nd, mod.return_indices, lambda: fn(
             x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode))
@@ -790,6 +790,9 @@ def _module_call(node, mod, what):
             return out, lambda K, ta: _batch_preserving(node, out, K)(mod(ta[0]), out)
         return linear
     raise _unsupported(node, what, "it is not an affine layer or a CPA nonlinearity")
+
+
+_MAX_POOL_ND = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}  # pooled axes per module type
 
 
 def _max_pool_rule(node, x, nd, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -846,10 +849,10 @@ def _window_indices(code, shape, k, s, d):
 
 def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """1-D max-pool without indices asked, with PyTorch ops: for windows of two without padding
-    or ceil mode (the common pooling) the code is which entry of each pair won, a boolean. One tangent per sample
-    is a select between the pair's strided views for small outputs and is read at flat positions
-    (_pair_positions + the code) with ``index_select`` for large ones (see _SELECT_MAX); K
-    tangents per sample are gathered at indices made once from the code. Other windows: indices
+    or ceil mode (the common pooling) the code is which entry of each pair won, a boolean. One
+    tangent per sample is a select between the pair's strided views for small outputs and is
+    read at flat positions (_pair_positions + the code) with ``index_select`` for large ones (see
+    _SELECT_MAX); K tangents per sample are gathered at indices made once from the code. Other windows: indices
     from comparisons and a gather."""
     (k,), (p,), (d,) = _single(kernel_size), _single(padding), _single(dilation)
     s = _single(stride)[0] if stride not in (None, ()) else k
@@ -1601,7 +1604,7 @@ def _fused_pool(node, mod, generic):
     if mod.return_indices:
         return None
     src = node.args[0]
-    nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(mod)]
+    nd = _MAX_POOL_ND[type(mod)]
 
     def step(x, env, tenv, K, carries, fresh, reuse):
         if src not in carries:
