@@ -23,8 +23,8 @@ tensor, a dtype other than float32/float64, a non-contiguous tensor, an autograd
 record, or ``BOOK_NATIVE=0`` in the environment (padding and ceil mode never reach them).
 :func:`status` says which. Where PyTorch runs its threads on GNU OpenMP (its Linux wheels),
 the loops are built with OpenMP and run on PyTorch's own threads from 16384 outputs on (see
-``_torch_uses_libgomp``); elsewhere on one thread. For ``K`` tangents per sample
-``helpers.jvp`` keeps PyTorch's gather, which was as fast.
+``_torch_uses_libgomp``); elsewhere on one thread. For ``K`` tangents per sample of a 2-D
+pooling ``helpers.jvp`` keeps PyTorch's gather, which is faster over short rows.
 """
 
 from __future__ import annotations

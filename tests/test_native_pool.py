@@ -110,19 +110,23 @@ def test_switch_and_failed_compiler_give_reasons(monkeypatch, tmp_path):
 
 
 @needs_kernel
+@pytest.mark.parametrize("K", [None, 3])
 @pytest.mark.parametrize("name", ["LeNet (max-pool)", "1-D conv net"])
-def test_the_jvp_pools_on_the_kernels(name, monkeypatch):
+def test_the_jvp_pools_on_the_kernels(name, K, monkeypatch):
     # The zoo's poolings (2x2 and pairs, no padding) take the compiled path in the JVP, and the
     # results equal the PyTorch path's: y bit for bit, the tangent exactly (the same entries).
+    # K tangents per sample take the compiled select for 1-D pooling only (PyTorch's gather
+    # for 2-D).
     from helpers import jvp as cpa, zoo
     calls = []
     select = native_pool.window_select
-    monkeypatch.setattr(native_pool, "window_select", lambda *a: calls.append(1) or select(*a))
+    monkeypatch.setattr(native_pool, "window_select", lambda *a: calls.append(a[2]) or select(*a))
     model, shape = zoo.build(name, seed=0, dtype=torch.float64)
-    x, v = torch.randn(4, *shape, dtype=torch.float64), torch.randn(4, *shape, dtype=torch.float64)
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    v = torch.randn(4, *(() if K is None else (K,)), *shape, dtype=torch.float64)
     with torch.no_grad():
         y, t = cpa.jvp(model, x, v)
-        assert len(calls) == 2
+        assert calls == ([] if K and name.startswith("LeNet") else [K or 1] * 2)
         monkeypatch.setitem(native_pool._STATE, "lib", None)
         y_torch, t_torch = cpa.jvp(model, x, v)
     assert torch.equal(y, model(x)) and torch.equal(y, y_torch)
