@@ -854,8 +854,8 @@ def _max_pool1d_rule(node, x, kernel_size, stride=None, padding=0, dilation=1, c
     or ceil mode (the common pooling) the code is which entry of each pair won, a boolean. One
     tangent per sample is a select between the pair's strided views for small outputs and is
     read at flat positions (_pair_positions + the code) with ``index_select`` for large ones (see
-    _SELECT_MAX); K tangents per sample are gathered at indices made once from the code. Other windows: indices
-    from comparisons and a gather."""
+    _SELECT_MAX); K tangents per sample are gathered at indices made once from the code. Other
+    windows: indices from comparisons and a gather."""
     (k,), (p,), (d,) = _single(kernel_size), _single(padding), _single(dilation)
     s = _single(stride)[0] if stride not in (None, ()) else k
     if k != 2 or p != 0 or ceil_mode or x.dim() != 3 or x.shape[-1] < d + 1:
