@@ -129,7 +129,7 @@ def build(name: str, *, seed: int | None = None, dtype: torch.dtype = torch.floa
     Parameters
     ----------
     name
-        A key of :data:`ZOO`, e.g. ``"MLP (ReLU)"``.
+        A key of :data:`ZOO`, e.g. ``"MLP"``.
     seed
         Keyword-only. Seeds the weights and the batch-norm statistics (inside
         ``torch.random.fork_rng``, so torch's global generator is left as it was). ``None``

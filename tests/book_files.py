@@ -45,3 +45,12 @@ def is_notebook(path: Path) -> bool:
 def notebook_sources() -> list[Path]:
     """The jupytext ``.md`` sources of every notebook in the toc."""
     return [p for p in map(resolve, toc_entries()) if p.suffix == ".md" and is_notebook(p)]
+
+
+def times_code(path: Path) -> bool:
+    """Whether a notebook source times code with :mod:`helpers.timing`.
+
+    Its claims are time ratios, so `make sweep` runs it alone: two notebooks at a time on a
+    2-core machine would measure each other's load as much as the code.
+    """
+    return "helpers.timing" in path.read_text()

@@ -5,7 +5,8 @@
 execution off, under `-W -n`. That proves the markup, cross-references, citations and glued
 values build without warnings, without executing every notebook a second time.
 
-Usage: ``python tools/quickbook.py DEST``
+Usage: ``python tools/quickbook.py DEST [--timed]``. With ``--timed`` it prints only the twins of
+the notebooks that time code (one path per line), which `make sweep` runs one at a time.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from book_files import notebook_sources  # noqa: E402  (one definition of "a notebook in the toc")
+from book_files import notebook_sources, times_code  # noqa: E402  (one definition of "a notebook in the toc")
 
 
-def prepare(dest: Path) -> list[Path]:
-    """Copy the book to ``dest``, swap each notebook's .md for its twin, turn execution off."""
+def prepare(dest: Path) -> list[tuple[Path, bool]]:
+    """Copy the book to ``dest``, swap each notebook's .md for its twin, turn execution off.
+
+    Returns each twin with whether its notebook times code (:func:`book_files.times_code`).
+    """
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -37,12 +41,19 @@ def prepare(dest: Path) -> list[Path]:
     for source in notebook_sources():
         rel = source.relative_to(ROOT)
         (dest / rel).unlink()               # the toc entry now resolves to the .ipynb twin
-        twins.append(dest / rel.with_suffix(".ipynb"))
+        twins.append((dest / rel.with_suffix(".ipynb"), times_code(source)))
     return twins
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    timed_only = "--timed" in args
+    if timed_only:
+        args.remove("--timed")
+    if len(args) != 1:
         sys.exit(__doc__)
-    for twin in prepare(Path(sys.argv[1])):
-        print(f"quick book: {twin}")
+    for twin, timed in prepare(Path(args[0])):
+        if timed_only and timed:
+            print(twin)
+        elif not timed_only:
+            print(f"quick book: {twin}")
