@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import yaml
 
-from book_files import ROOT, is_notebook, notebook_sources, resolve, toc_entries
+from book_files import ROOT, is_notebook, notebook_sources, resolve, times_code, toc_entries
 
 NOTEBOOKS = notebook_sources()
 IDS = [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
@@ -399,6 +399,16 @@ def test_code_lines_fit_the_page(source):
             if "%pip install" not in cell  # the install cell is removed from the page
             for line in cell.splitlines() if len(line) > CODE_WIDTH]
     assert not long, f"{source.name}: code lines over {CODE_WIDTH} characters:\n" + "\n".join(long)
+
+
+def test_the_sweep_runs_every_timing_page_alone():
+    """`make sweep` runs one at a time the notebooks that time code (book_files.times_code):
+    every page that measures with helpers.timing's compare or Timings, and no other."""
+    timed = {p for p in NOTEBOOKS if times_code(p)}
+    measures = {p for p in NOTEBOOKS if re.search(r"\b(compare|Timings)\(", p.read_text())}
+    assert timed == measures, sorted(str(p.relative_to(ROOT)) for p in timed ^ measures)
+    assert ROOT / "book/fast_jvp/benchmark.md" in timed
+    assert ROOT / "book/fast_jvp/derivation.md" not in timed
 
 
 def test_every_phony_make_target_has_a_rule():
