@@ -11,6 +11,7 @@ the notebooks that time code (one path per line), which `make sweep` runs one at
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -22,11 +23,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from book_files import notebook_sources, times_code  # noqa: E402  (one definition of "a notebook in the toc")
 
 
-def prepare(dest: Path) -> list[tuple[Path, bool]]:
-    """Copy the book to ``dest``, swap each notebook's .md for its twin, turn execution off.
-
-    Returns each twin with whether its notebook times code (:func:`book_files.times_code`).
-    """
+def prepare(dest: Path) -> list[Path]:
+    """Copy the book to ``dest``, swap each notebook's .md for its twin, turn execution off."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -41,19 +39,18 @@ def prepare(dest: Path) -> list[tuple[Path, bool]]:
     for source in notebook_sources():
         rel = source.relative_to(ROOT)
         (dest / rel).unlink()               # the toc entry now resolves to the .ipynb twin
-        twins.append((dest / rel.with_suffix(".ipynb"), times_code(source)))
+        twins.append(dest / rel.with_suffix(".ipynb"))
     return twins
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    timed_only = "--timed" in args
-    if timed_only:
-        args.remove("--timed")
-    if len(args) != 1:
-        sys.exit(__doc__)
-    for twin, timed in prepare(Path(args[0])):
-        if timed_only and timed:
-            print(twin)
-        elif not timed_only:
+    parser = argparse.ArgumentParser(description="A copy of the book whose notebooks are the twins.")
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--timed", action="store_true",
+                        help="print only the twins of the notebooks that time code")
+    args = parser.parse_args()
+    for twin in prepare(args.dest):
+        if not args.timed:
             print(f"quick book: {twin}")
+        elif times_code(ROOT / twin.relative_to(args.dest).with_suffix(".md")):
+            print(twin)
