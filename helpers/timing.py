@@ -6,7 +6,7 @@ method once (``number`` calls each) in a rotated order, so that a burst of load 
 alike. The reported time of a method is the **median** of its rounds, with the per-round times
 kept, so that a page can show the spread next to the median (:class:`Timings`).
 
-``compare`` owns the two settings that silently change a timing:
+``compare`` owns the three settings that silently change a timing:
 
 - the **thread count** of the timed block (``threads=``): torch's intra-op threads and, through
   threadpoolctl, the OpenMP and BLAS pools that numpy and scipy use; both are restored afterwards,
@@ -14,7 +14,11 @@ kept, so that a page can show the spread next to the median (:class:`Timings`).
 - **device synchronisation** (``device=``): CUDA and MPS run kernels asynchronously, so a clock
   read right after a call measures the launch, not the work. ``compare`` synchronises once before
   the first clock and after each batch of ``number`` calls, inside the timed interval; on the CPU
-  it does nothing. The timed callables need no ``sync()`` of their own.
+  it does nothing. The timed callables need no ``sync()`` of their own;
+- the **Python stack** the methods start from: on CPython 3.11 a method whose frames cross a
+  boundary of the interpreter's frame stack pays a memory map and unmap at every call, and
+  whether it crosses depends on how deep the caller is. ``compare`` calls the methods from a
+  frame that starts a fresh stack chunk, so they start the same way from any caller.
 
 :func:`run_with_timeout` runs a sequence of calls in a separate Python process and stops at the
 first call that exceeds a time limit, for work (such as a qhull build in high dimension) that
@@ -193,6 +197,27 @@ class _Threads:
         return False
 
 
+def _in_a_fresh_frame_chunk(work: Callable[[], object]) -> object:
+    """``work()``, called from a frame too large for the spare room of a 16 KiB frame chunk.
+
+    Why: CPython 3.11 keeps Python frames in 16 KiB chunks. A call whose frames cross into
+    the next chunk maps a new chunk and unmaps it on return, at every call
+    (python/cpython#142183; 3.13 keeps a spare chunk). Whether a timed method crosses depends
+    on how deep its caller's stack is, and in a notebook that is not the same in every kernel.
+    Measured on the 1-D conv net at batch 8, one thread: with the caller 119-132 frames (of
+    a small function) deep, and again every 136 frames, the CPA JVP made up to 24 page faults
+    per call and ran up to 1.8x slower, the forward pass up to 1.5x, so their ratio moved.
+    This frame opens a chunk of its own (32 KiB), so every method starts with about 15 KiB of
+    frames to spare before the next boundary, wherever ``compare`` is called from; the
+    caller's thread, and with it its allocator arena and OpenMP team, stays the same.
+    """
+    return work()
+
+
+# About 16.4 KiB of value-stack slots: more than any 16 KiB chunk has to spare.
+_in_a_fresh_frame_chunk.__code__ = _in_a_fresh_frame_chunk.__code__.replace(co_stacksize=2100)
+
+
 def balanced_orders(n: int) -> list[list[int]]:
     """Orders of ``range(n)`` in which every item takes every position and follows every other
     item equally often: a Williams design (Williams 1949, for carry-over effects in crossover
@@ -295,7 +320,8 @@ def compare(methods: Mapping[str, Callable[[], object]], *, rounds: int = 5, num
 
     names = list(methods)
     per_round = {name: [] for name in names}
-    with _Threads(threads) if threads is not None else contextlib.nullcontext():
+
+    def timed_rounds():
         for name in names:
             for _ in range(warmup):
                 methods[name]()
@@ -311,6 +337,9 @@ def compare(methods: Mapping[str, Callable[[], object]], *, rounds: int = 5, num
                 if sync is not None:
                     sync()
                 per_round[name].append((perf_counter() - start) / number)
+
+    with _Threads(threads) if threads is not None else contextlib.nullcontext():
+        _in_a_fresh_frame_chunk(timed_rounds)
     return Timings(per_round)
 
 

@@ -3,6 +3,7 @@ compare, and run_with_timeout (work in a child process stopped at a time limit).
 
 import json
 import pickle
+import sys
 import time
 from collections import Counter
 
@@ -139,6 +140,35 @@ def test_compare_sets_threads_for_the_block_and_restores_them_even_on_an_excepti
             assert seen["torch"] == 3                # threads=None leaves the setting alone
         finally:
             torch.set_num_threads(old)
+
+
+# ----------------------------------------------------------------------------- compare: the Python stack
+
+
+def _nest(n, fn):
+    return fn() if n == 0 else _nest(n - 1, fn)
+
+
+def _page_faults() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts page faults per thread (Linux)")
+def test_compare_starts_every_method_on_a_fresh_frame_chunk_wherever_it_is_called_from():
+    # A method 40 frames deep crosses a 16 KiB chunk of CPython 3.11's frame stack for some
+    # depths of its caller; crossing maps a fresh chunk at every call, which shows as at least
+    # one page fault per call. Scanned over more than a chunk's worth of caller depths.
+    def method():
+        _nest(40, lambda: None)
+
+    compare({"m": method}, rounds=2, number=100, warmup=1)  # first-call allocations
+    faults = {}
+    for depth in range(0, 300, 5):
+        before = _page_faults()
+        _nest(depth, lambda: compare({"m": method}, rounds=2, number=100, warmup=1))
+        faults[depth] = (_page_faults() - before) / 201
+    assert max(faults.values()) < 0.5, {d: f for d, f in faults.items() if f >= 0.5}
 
 
 # ----------------------------------------------------------------------------- compare: devices
